@@ -1,0 +1,7 @@
+"""`/api/v1/campaigns`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["campaigns"])

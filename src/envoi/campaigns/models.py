@@ -1,0 +1,85 @@
+"""Mailing campaigns (seed 002): one-time (S), A/B (B) and automated (A), and their audience."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Boolean, ForeignKey, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from envoi.db.base import Base, JSONType, UTCDateTime, created_at, intpk, project_fk, updated_at
+
+
+class Campaign(Base):
+    __tablename__ = "campaigns"
+
+    id: Mapped[intpk]
+    project_id: Mapped[project_fk]
+    post_type: Mapped[str] = mapped_column(String(1))  # S, B or A: the `post` key is S_<id>
+    message_type: Mapped[str] = mapped_column(String(1), default="L")
+    message_id: Mapped[int] = mapped_column(ForeignKey("emails.id"), index=True)
+    # A/B only: the other variants' email ids (variant A is message_id).
+    ab_message_ids: Mapped[list[int]] = mapped_column(JSONType, default=list)
+    source_type: Mapped[str] = mapped_column(String(1))  # U uploaded, S segment, A API source
+    source_id: Mapped[int | None] = mapped_column(Integer)
+    config: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    tags: Mapped[str | None] = mapped_column(String(1000))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    planned_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    send_during_hours: Mapped[int | None] = mapped_column(Integer)
+    start_immediately: Mapped[bool] = mapped_column(Boolean, default=False)
+    ab_percent: Mapped[int | None] = mapped_column(Integer)
+    win_parameter: Mapped[str | None] = mapped_column(String(1))
+    test_planned_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    main_planned_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    crontab: Mapped[str | None] = mapped_column(String(200))
+    run_from: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    run_to: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # draft -> planned | running -> paused -> ... -> finished; archived is final.
+    state: Mapped[str] = mapped_column(String(16), default="draft")
+    spooler_token: Mapped[str] = mapped_column(String(64), unique=True)
+    # What the last audience build found: counts and the rejected CSV lines.
+    audience_summary: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[created_at]
+    updated_at: Mapped[updated_at]
+
+    @property
+    def post(self) -> str:
+        return f"{self.post_type}_{self.id}"
+
+
+class CampaignFile(Base):
+    """An uploaded CSV: the address list (`source`) or the extra parameters (`additional`)."""
+
+    __tablename__ = "campaign_files"
+
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    filename: Mapped[str | None] = mapped_column(String(500))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[created_at]
+
+
+class AudienceMember(Base):
+    """One recipient of a started campaign, de-duplicated, with its template parameters."""
+
+    __tablename__ = "campaign_audience"
+    __table_args__ = (UniqueConstraint("campaign_id", "recipient_key"),)
+
+    id: Mapped[intpk]
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), index=True
+    )
+    recipient_key: Mapped[str] = mapped_column(String(600))
+    profile_id: Mapped[int | None] = mapped_column(
+        ForeignKey("profiles.id", ondelete="SET NULL"), index=True
+    )
+    email: Mapped[str | None] = mapped_column(String(320))
+    params: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # The CSV line it came from (None for segment and API sources).
+    line: Mapped[int | None] = mapped_column(Integer)

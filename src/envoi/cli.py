@@ -1,0 +1,136 @@
+"""The `envoi` command: serve, migrate, and manage projects."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from envoi.config import Settings
+from envoi.core.errors import EnvoiError
+from envoi.db.session import make_engine, make_sessionmaker, transaction, upgrade
+from envoi.projects import services as projects
+from envoi.web.app import create_app
+
+app = typer.Typer(help="envoi: self-hosted email campaigns with a first-class statistics engine.")
+db_app = typer.Typer(help="The OLTP store.")
+project_app = typer.Typer(help="Projects (tenants) and their API credentials.")
+app.add_typer(db_app, name="db")
+app.add_typer(project_app, name="project")
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def _print(data: object) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def _fail(exc: EnvoiError) -> typer.Exit:
+    typer.echo(f"error: {exc.message}", err=True)
+    return typer.Exit(code=1)
+
+
+@app.command()
+def serve() -> None:
+    """Apply migrations, then serve every HTTP surface on ENVOI_HTTP_LISTEN."""
+    settings = _settings()
+    settings.resolved_secret_key()
+    upgrade(settings.database_url)
+    application = create_app(settings)
+    uvicorn.run(
+        application,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply Alembic migrations up to REVISION (default: the newest)."""
+    settings = _settings()
+    upgrade(settings.database_url, revision)
+    typer.echo(f"database at {revision}")
+
+
+@project_app.command("create")
+def project_create(
+    name: str,
+    login: Annotated[
+        str | None, typer.Option(help="Basic-auth login (generated if absent)")
+    ] = None,
+    secret: Annotated[
+        str | None, typer.Option(help="Basic-auth secret (generated if absent)")
+    ] = None,
+    allow_ip: Annotated[
+        list[str] | None, typer.Option("--allow-ip", help="Allowed client CIDR (repeatable)")
+    ] = None,
+) -> None:
+    """Create a project and print its credentials as JSON (the secrets are shown only once)."""
+    settings = _settings()
+    upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+    try:
+        with transaction(make_sessionmaker(engine)) as session:
+            creds = projects.create_project(session, name, login, secret, allow_ip or [])
+    except EnvoiError as exc:
+        raise _fail(exc) from None
+    finally:
+        engine.dispose()
+    _print(creds.__dict__)
+
+
+@project_app.command("list")
+def project_list() -> None:
+    """List projects as JSON (without secrets)."""
+    settings = _settings()
+    upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+    with transaction(make_sessionmaker(engine)) as session:
+        rows = [
+            {"id": p.id, "name": p.name, "login": p.login, "allowed_ips": p.allowed_ips}
+            for p in projects.list_projects(session)
+        ]
+    engine.dispose()
+    _print(rows)
+
+
+@project_app.command("allow-ip")
+def project_allow_ip(
+    project_id: int,
+    cidr: Annotated[list[str] | None, typer.Argument(help="CIDRs; none clears the list")] = None,
+) -> None:
+    """Replace a project's allowlist of client addresses (empty: any address)."""
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    try:
+        with transaction(make_sessionmaker(engine)) as session:
+            allowed = projects.set_allowed_ips(session, project_id, cidr or [])
+    except EnvoiError as exc:
+        raise _fail(exc) from None
+    finally:
+        engine.dispose()
+    _print({"id": project_id, "allowed_ips": allowed})
+
+
+@project_app.command("rotate-secret")
+def project_rotate_secret(
+    project_id: int,
+    secret: Annotated[str | None, typer.Option(help="New secret (generated if absent)")] = None,
+) -> None:
+    """Replace a project's Basic-auth secret and print the new one."""
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    try:
+        with transaction(make_sessionmaker(engine)) as session:
+            new_secret = projects.rotate_secret(session, project_id, secret)
+    except EnvoiError as exc:
+        raise _fail(exc) from None
+    finally:
+        engine.dispose()
+    _print({"id": project_id, "secret": new_secret})

@@ -1,0 +1,69 @@
+"""Settings, read once from the environment at the edge and passed down.
+
+Every field documents its environment variable, meaning and default; nothing in
+business code reads the environment itself.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """envoi's configuration. Each field is read from `ENVOI_<NAME>`."""
+
+    model_config = SettingsConfigDict(env_prefix="ENVOI_", frozen=True)
+
+    database_url: str = Field(
+        default="sqlite:///./var/envoi.db",
+        description="OLTP store: `sqlite:///path` (embedded, WAL) or `postgresql://user@host/db`.",
+    )
+    events_url: str = Field(
+        default="duckdb:///./var/events.duckdb",
+        description="Event store for statistics: `duckdb:///path` (embedded default).",
+    )
+    http_listen: str = Field(
+        default="127.0.0.1:8080",
+        description="HOST:PORT where `envoi serve` answers HTTP (APIs, tracking, web UI).",
+    )
+    smtp_listen: str = Field(
+        default="127.0.0.1:2525",
+        description="HOST:PORT of the inbound SMTP listener (bounces, complaints).",
+    )
+    public_url: str = Field(
+        default="http://127.0.0.1:8080",
+        description="Absolute base URL recipients reach envoi at (tracking links, images).",
+    )
+    secret_key: str = Field(
+        default="",
+        description="Key that signs tokens. When empty, one is generated and kept in var_dir.",
+    )
+    var_dir: Path = Field(
+        default=Path("./var"),
+        description="Directory for the embedded databases and the generated secret key.",
+    )
+
+    def resolved_secret_key(self) -> str:
+        """The configured key, or the one stored in `var_dir/secret_key` (made on first use)."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.var_dir / "secret_key"
+        if path.exists():
+            return path.read_text().strip()
+        self.var_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        path.write_text(key + "\n")
+        path.chmod(0o600)
+        return key
+
+    @property
+    def http_host(self) -> str:
+        return self.http_listen.rsplit(":", 1)[0]
+
+    @property
+    def http_port(self) -> int:
+        return int(self.http_listen.rsplit(":", 1)[1])

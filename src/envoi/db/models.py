@@ -1,0 +1,34 @@
+"""Every model, imported in one place so Alembic and tests see the whole metadata."""
+
+from envoi.campaigns.models import AudienceMember, Campaign, CampaignFile
+from envoi.categories.models import Category
+from envoi.db.base import Base
+from envoi.emails.models import Email, EmailAsset, EmailContent
+from envoi.events.models import ApiEvent
+from envoi.outbox.models import OutboxEvent
+from envoi.profiles.models import Erasure, Profile, ProfileField, Subscription
+from envoi.projects.models import Project
+from envoi.segments.models import Segment, SegmentMember
+from envoi.sources.models import Source, SourceRecipient
+
+__all__ = [
+    "ApiEvent",
+    "AudienceMember",
+    "Base",
+    "Campaign",
+    "CampaignFile",
+    "Category",
+    "Email",
+    "EmailAsset",
+    "EmailContent",
+    "Erasure",
+    "OutboxEvent",
+    "Profile",
+    "ProfileField",
+    "Project",
+    "Segment",
+    "SegmentMember",
+    "Source",
+    "SourceRecipient",
+    "Subscription",
+]

@@ -1,0 +1,78 @@
+"""The ASGI application: every HTTP surface of envoi, composed from the domain routers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from sqlalchemy.engine import Engine
+
+from envoi import __version__
+from envoi.campaigns.api import router as campaigns_router
+from envoi.categories.api import router as categories_router
+from envoi.config import Settings
+from envoi.db.session import make_engine, make_sessionmaker
+from envoi.emails.api import assets_router
+from envoi.emails.api import router as emails_router
+from envoi.events.api import router as events_router
+from envoi.profiles.api import fields_router
+from envoi.profiles.api import router as users_router
+from envoi.projects.services import Authenticator
+from envoi.segments.api import router as segments_router
+from envoi.segments.workers import SegmentGenerator
+from envoi.sources.api import router as sources_router
+from envoi.web.errors import install_error_handlers
+
+health_router = APIRouter(tags=["health"])
+
+
+@health_router.get("/api/v1/health")
+def health() -> dict[str, str]:
+    """Liveness probe; needs no credentials."""
+    return {"status": "ok", "version": __version__}
+
+
+def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
+    """Build the app around one engine; the caller owns migrations and the engine's life."""
+    engine = engine or make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+    segment_generator = SegmentGenerator(sessions)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Background workers live exactly as long as the server.
+        segment_generator.start()
+        try:
+            yield
+        finally:
+            segment_generator.stop()
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="envoi",
+        version=__version__,
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = sessions
+    app.state.authenticator = Authenticator()
+    app.state.segment_generator = segment_generator
+    install_error_handlers(app)
+    app.include_router(health_router)
+    for router in (
+        categories_router,
+        emails_router,
+        fields_router,
+        users_router,
+        segments_router,
+        campaigns_router,
+        sources_router,
+        events_router,
+    ):
+        app.include_router(router, prefix="/api/v1")
+    app.include_router(assets_router)
+    return app

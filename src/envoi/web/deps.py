@@ -1,0 +1,56 @@
+"""Request dependencies shared by every native API router: the session and the project."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session, sessionmaker
+
+from envoi.config import Settings
+from envoi.core.errors import Unauthorized
+from envoi.projects.models import Project
+from envoi.projects.services import Authenticator
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """A session per request. Handlers commit explicitly before they answer, so an
+    acknowledged write is durable; anything left uncommitted is rolled back here."""
+    factory: sessionmaker[Session] = request.app.state.sessionmaker
+    with factory() as session:
+        yield session
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _basic_credentials(request: Request) -> tuple[str, str]:
+    header = request.headers.get("authorization", "")
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic" or not encoded:
+        raise Unauthorized("Authentication credentials were not provided")
+    try:
+        login, sep, secret = base64.b64decode(encoded, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        raise Unauthorized("Malformed Basic authorization header") from None
+    if not sep:
+        raise Unauthorized("Malformed Basic authorization header")
+    return login, secret
+
+
+def get_project(request: Request, session: Annotated[Session, Depends(get_session)]) -> Project:
+    """The project whose `login:secret` the request carries, from an allowed address."""
+    login, secret = _basic_credentials(request)
+    authenticator: Authenticator = request.app.state.authenticator
+    client_host = request.client.host if request.client else None
+    return authenticator.authenticate(session, login, secret, client_host)
+
+
+Db = Annotated[Session, Depends(get_session)]
+CurrentProject = Annotated[Project, Depends(get_project)]
+AppSettings = Annotated[Settings, Depends(get_settings)]
