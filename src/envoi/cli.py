@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Annotated
 
 import typer
 import uvicorn
+from sqlalchemy.engine import make_url
 
 from envoi.config import Settings
 from envoi.core.errors import EnvoiError
 from envoi.db.session import make_engine, make_sessionmaker, transaction, upgrade
 from envoi.projects import services as projects
 from envoi.web.app import create_app
+from envoi.web.observability import configure_logging
 
 app = typer.Typer(help="envoi: self-hosted email campaigns with a first-class statistics engine.")
 db_app = typer.Typer(help="The OLTP store.")
@@ -23,6 +26,10 @@ app.add_typer(project_app, name="project")
 
 def _settings() -> Settings:
     return Settings()
+
+
+def _redacted(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def _print(data: object) -> None:
@@ -38,8 +45,13 @@ def _fail(exc: EnvoiError) -> typer.Exit:
 def serve() -> None:
     """Apply migrations, then serve every HTTP surface on ENVOI_HTTP_LISTEN."""
     settings = _settings()
+    configure_logging()
     settings.resolved_secret_key()
     upgrade(settings.database_url)
+    logging.getLogger("envoi").info(
+        "serving",
+        extra={"http": settings.http_listen, "database": _redacted(settings.database_url)},
+    )
     application = create_app(settings)
     uvicorn.run(
         application,

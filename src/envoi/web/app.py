@@ -23,6 +23,7 @@ from envoi.segments.api import router as segments_router
 from envoi.segments.workers import SegmentGenerator
 from envoi.sources.api import router as sources_router
 from envoi.web.errors import install_error_handlers
+from envoi.web.observability import HttpMetrics, ObservabilityMiddleware
 
 health_router = APIRouter(tags=["health"])
 
@@ -62,6 +63,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.state.authenticator = Authenticator()
     app.state.segment_generator = segment_generator
     install_error_handlers(app)
+    metrics = HttpMetrics()
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics)
+    app.add_route("/metrics", metrics.render, include_in_schema=False)
     app.include_router(health_router)
     for router in (
         categories_router,
