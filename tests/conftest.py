@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -116,3 +120,54 @@ def other_project(make_project: ProjectFactory) -> ApiProject:
 def anonymous(backend: Backend) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=backend.base_url, timeout=30) as client:
         yield client
+
+
+ENVOI = Path(sys.executable).parent / "envoi"  # the console script of this venv
+
+
+@dataclass
+class Served:
+    base_url: str
+    env: dict[str, str]
+    process: subprocess.Popen[str]
+    var_dir: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    port = _free_port()
+    var_dir = tmp_path / "var"
+    env = {
+        **os.environ,
+        "ENVOI_VAR_DIR": str(var_dir),
+        "ENVOI_DATABASE_URL": f"sqlite:///{var_dir}/envoi.db",
+        "ENVOI_HTTP_LISTEN": f"127.0.0.1:{port}",
+    }
+    process = subprocess.Popen(  # noqa: S603 - our own console script
+        [str(ENVOI), "serve"], env=env, stderr=subprocess.PIPE, text=True
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{base_url}/api/v1/health").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
+            raise RuntimeError(f"envoi serve did not start: {process.communicate()[1]}")
+        time.sleep(0.1)
+    yield Served(base_url, env, process, var_dir)
+    if process.poll() is None:
+        process.terminate()
+        process.communicate(timeout=10)
+    if process.stderr is not None:
+        process.stderr.close()
