@@ -30,5 +30,9 @@ class SourceRecipient(Base):
     source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"), index=True)
     # "email:ann@example.com", "uid:42", "phone:+33123456789", "wp_token:...".
     recipient_key: Mapped[str] = mapped_column(String(600))
+    # Every identifier the client gave, normalised ({"uid": "42", "email": "ann@..."}):
+    # the key keeps only the first, and delivery needs the address even without a profile.
+    identifiers: Mapped[dict[str, str]] = mapped_column(JSONType, default=dict)
     params: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     created_at: Mapped[created_at]
+    updated_at: Mapped[updated_at]

@@ -1,8 +1,8 @@
 """initial schema
 
 Revision ID: 0001
-Revises:
-Create Date: 2026-11-22 20:32:07.790299
+Revises: (none)
+Create Date: 2026-11-22 20:41:38.909084
 """
 
 from collections.abc import Sequence
@@ -317,11 +317,17 @@ def upgrade() -> None:
         sa.Column("source_id", sa.Integer(), nullable=False),
         sa.Column("recipient_key", sa.String(length=600), nullable=False),
         sa.Column(
+            "identifiers",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column(
             "params",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
             nullable=False,
         ),
         sa.Column("created_at", envoi.db.base.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", envoi.db.base.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["source_id"],
             ["sources.id"],

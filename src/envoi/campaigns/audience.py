@@ -1,0 +1,285 @@
+"""Build a campaign's audience when it starts: its source, streamed into AudienceMember rows.
+
+Memory stays flat in the audience size: CSV lines are read one at a time, segment
+members and API-source recipients are paged by key, and rows are written in batches
+of BATCH. De-duplication is the database's job (the unique (campaign, recipient_key)
+constraint with ON CONFLICT DO NOTHING), so no set of a million keys is held here;
+the number of duplicates is what was offered minus what was kept.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from envoi.campaigns.models import AudienceMember, Campaign, CampaignFile
+from envoi.campaigns.spec import FileKind, SourceType
+from envoi.core.csvsource import CsvRowError, ErrorLog, read_rows
+from envoi.core.errors import Conflict, Invalid
+from envoi.core.identity import IDENTIFIERS, Identity
+from envoi.profiles.models import Profile
+from envoi.segments.models import Segment, SegmentMember
+from envoi.sources.models import SourceRecipient
+
+BATCH = 1000
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    identity: Identity
+    params: dict[str, Any]
+    line: int | None
+    # Known already for segment members; looked up by identifier otherwise.
+    profile_id: int | None = None
+    email: str | None = None
+
+
+class AudienceWriter:
+    """Buffers recipients and writes them BATCH at a time, first occurrence winning."""
+
+    def __init__(self, session: Session, campaign: Campaign) -> None:
+        self._session = session
+        self._campaign_id = campaign.id
+        self._project_id = campaign.project_id
+        self._pending: list[_Candidate] = []
+        self.offered = 0
+
+    def add(self, candidate: _Candidate) -> None:
+        self._pending.append(candidate)
+        self.offered += 1
+        if len(self._pending) >= BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        unresolved = [c.identity for c in self._pending if c.profile_id is None]
+        profiles = iter(resolve_profiles(self._session, self._project_id, unresolved))
+        rows = []
+        for c in self._pending:
+            profile_id, profile_email = (
+                (c.profile_id, c.email) if c.profile_id is not None else next(profiles)
+            )
+            rows.append(
+                {
+                    "campaign_id": self._campaign_id,
+                    "recipient_key": c.identity.key,
+                    "profile_id": profile_id,
+                    "email": c.identity.email or profile_email,
+                    "params": c.params,
+                    "line": c.line,
+                }
+            )
+        _insert_ignoring_duplicates(self._session, rows)
+        self._pending.clear()
+
+
+def resolve_profiles(
+    session: Session, project_id: int, identities: list[Identity]
+) -> list[tuple[int | None, str | None]]:
+    """(profile id, profile email) for each identity, or (None, None): one query per batch.
+
+    Like `find_profile`, identifiers are tried uid first; unlike it, identifiers naming
+    two different profiles are not an error here: a campaign line is not refused for
+    a conflict it cannot fix, it goes to the profile of its first identifier.
+    """
+    wanted: dict[str, set[str]] = defaultdict(set)
+    for identity in identities:
+        for name, value in identity.items():
+            wanted[name].add(value)
+    found: dict[tuple[str, str], tuple[int, str | None]] = {}
+    if wanted:
+        clauses = [getattr(Profile, name).in_(sorted(values)) for name, values in wanted.items()]
+        query = select(Profile.id, Profile.uid, Profile.email, Profile.phone, Profile.wp_token)
+        for row in session.execute(query.where(Profile.project_id == project_id, or_(*clauses))):
+            for name in IDENTIFIERS:
+                value = getattr(row, name)
+                if value is not None:
+                    found[(name, value)] = (row.id, row.email)
+    result: list[tuple[int | None, str | None]] = []
+    for identity in identities:
+        match = next((found[item] for item in identity.items() if item in found), None)
+        result.append(match or (None, None))
+    return result
+
+
+def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        pg = pg_insert(AudienceMember).on_conflict_do_nothing(
+            index_elements=["campaign_id", "recipient_key"]
+        )
+        session.execute(pg, rows)
+    else:
+        lite = sqlite_insert(AudienceMember).on_conflict_do_nothing(
+            index_elements=["campaign_id", "recipient_key"]
+        )
+        session.execute(lite, rows)
+
+
+def _file_data(session: Session, campaign_id: int, kind: str) -> bytes | None:
+    query = select(CampaignFile.data).where(
+        CampaignFile.campaign_id == campaign_id, CampaignFile.kind == kind
+    )
+    return session.scalar(query)
+
+
+def _from_csv(data: bytes, writer: AudienceWriter, errors: ErrorLog) -> int:
+    read = 0
+    for item in read_rows(io.BytesIO(data)):
+        read += 1
+        if isinstance(item, CsvRowError):
+            errors.add(item.line, item.error)
+        else:
+            writer.add(_Candidate(item.identity, item.params, item.line))
+    return read
+
+
+def _profile_identity(row: Any) -> Identity | None:
+    values = {name: getattr(row, name) for name in IDENTIFIERS if getattr(row, name)}
+    return Identity(**values) if values else None
+
+
+def _from_segment(
+    session: Session, segment: Segment, writer: AudienceWriter, errors: ErrorLog
+) -> int:
+    # Imported here: segments depend on profiles, campaigns on segments, never back.
+    from envoi.segments.services import generate  # noqa: PLC0415
+
+    try:
+        generate(session, segment)
+    except Invalid as exc:
+        # Not the request's fault (a start has no body): the segment itself is broken.
+        raise Conflict(f"segment {segment.id} cannot be generated: {exc.message}") from None
+    read, after = 0, 0
+    columns = (Profile.id, Profile.uid, Profile.email, Profile.phone, Profile.wp_token)
+    while True:
+        page = session.execute(
+            select(*columns)
+            .join(SegmentMember, SegmentMember.profile_id == Profile.id)
+            .where(SegmentMember.segment_id == segment.id, Profile.id > after)
+            .order_by(Profile.id)
+            .limit(BATCH)
+        ).all()
+        if not page:
+            return read
+        for row in page:
+            read += 1
+            identity = _profile_identity(row)
+            if identity is None:
+                errors.add(None, f"profile {row.id} has no identifier left")
+                continue
+            writer.add(_Candidate(identity, {}, None, profile_id=row.id, email=row.email))
+        after = page[-1].id
+
+
+def _from_api_source(session: Session, source_id: int, writer: AudienceWriter) -> int:
+    read, after = 0, 0
+    columns = (
+        SourceRecipient.id,
+        SourceRecipient.recipient_key,
+        SourceRecipient.identifiers,
+        SourceRecipient.params,
+    )
+    while True:
+        page = session.execute(
+            select(*columns)
+            .where(SourceRecipient.source_id == source_id, SourceRecipient.id > after)
+            .order_by(SourceRecipient.id)
+            .limit(BATCH)
+        ).all()
+        if not page:
+            return read
+        for row in page:
+            read += 1
+            name, _, value = row.recipient_key.partition(":")
+            identifiers = row.identifiers or {name: value}
+            writer.add(_Candidate(Identity(**identifiers), dict(row.params), None))
+        after = page[-1].id
+
+
+def merge_additional(session: Session, campaign_id: int, data: bytes) -> dict[str, Any]:
+    """Merge the additional file's columns into the params of the members it names.
+
+    Its lines are keyed like the address list's (first identifier column, uid first);
+    its values win over the list's for the same column, and a later line over an
+    earlier one. Lines naming nobody in the audience are counted as `unmatched`.
+    """
+    errors = ErrorLog()
+    totals = {"read": 0, "merged": 0, "unmatched": 0}
+    batch: dict[str, dict[str, str]] = {}
+    for item in read_rows(io.BytesIO(data)):
+        totals["read"] += 1
+        if isinstance(item, CsvRowError):
+            errors.add(item.line, item.error)
+            continue
+        batch.setdefault(item.identity.key, {}).update(item.params)
+        if len(batch) >= BATCH:
+            _apply_params(session, campaign_id, batch, totals)
+    _apply_params(session, campaign_id, batch, totals)
+    return totals | {"rejected": errors.count, "errors": errors.errors}
+
+
+def _apply_params(
+    session: Session, campaign_id: int, batch: dict[str, dict[str, str]], totals: dict[str, int]
+) -> None:
+    if not batch:
+        return
+    members = session.execute(
+        select(AudienceMember.id, AudienceMember.recipient_key, AudienceMember.params).where(
+            AudienceMember.campaign_id == campaign_id,
+            AudienceMember.recipient_key.in_(list(batch)),
+        )
+    ).all()
+    if members:
+        changes = [{"id": m.id, "params": {**m.params, **batch[m.recipient_key]}} for m in members]
+        session.execute(update(AudienceMember), changes)
+    totals["merged"] += len(members)
+    totals["unmatched"] += len(batch) - len(members)
+    batch.clear()
+
+
+def build_audience(session: Session, campaign: Campaign, now: datetime) -> dict[str, Any]:
+    """Replace the campaign's audience with its source's recipients; return the summary
+    that is also stored on the campaign (`audience.last_build` in the API)."""
+    session.execute(delete(AudienceMember).where(AudienceMember.campaign_id == campaign.id))
+    writer = AudienceWriter(session, campaign)
+    errors = ErrorLog()
+    if campaign.source_type == SourceType.UPLOADED:
+        data = _file_data(session, campaign.id, FileKind.SOURCE)
+        read = _from_csv(data or b"", writer, errors)
+    elif campaign.source_type == SourceType.SEGMENT:
+        segment = session.get(Segment, campaign.source_id)
+        if segment is None or segment.project_id != campaign.project_id:
+            errors.add(None, f"segment {campaign.source_id} no longer exists")
+            read = 0
+        else:
+            read = _from_segment(session, segment, writer, errors)
+    else:
+        read = _from_api_source(session, campaign.source_id or 0, writer)
+    writer.flush()
+    additional = _file_data(session, campaign.id, FileKind.ADDITIONAL)
+    count = select(func.count()).select_from(AudienceMember)
+    members = AudienceMember.campaign_id == campaign.id
+    kept = session.scalar(count.where(members)) or 0
+    with_profile = session.scalar(count.where(members, AudienceMember.profile_id.is_not(None)))
+    summary: dict[str, Any] = {
+        "built_at": now.isoformat(),
+        "source_type": campaign.source_type,
+        "read": read,
+        "accepted": kept,
+        "rejected": errors.count,
+        "duplicates": writer.offered - kept,
+        "with_profile": with_profile or 0,
+        "errors": errors.errors,
+        "additional": merge_additional(session, campaign.id, additional) if additional else None,
+    }
+    campaign.audience_summary = summary
+    return summary
