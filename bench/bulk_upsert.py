@@ -10,11 +10,8 @@ profiles, then as updates. Figures are printed last, one `name: value` per line.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -22,21 +19,11 @@ import httpx
 from envoi.config import Settings
 from envoi.db.session import make_engine, make_sessionmaker, transaction, upgrade
 from envoi.projects.services import create_project
-from envoi.testing.databases import sqlite_url, temporary_postgres_database
+from envoi.testing.databases import scratch_database
 from envoi.testing.server import ServerThread
 from envoi.web.app import create_app
 
-POSTGRES_URL = os.environ.get("ENVOI_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1/test")
 FIELDS = {"first_name": "String", "points": "Int", "vip": "Bool", "birthday": "Date"}
-
-
-@contextmanager
-def database(backend: str, directory: Path) -> Iterator[str]:
-    if backend == "sqlite":
-        yield sqlite_url(directory)
-    else:
-        with temporary_postgres_database(POSTGRES_URL) as url:
-            yield url
 
 
 def profiles(count: int, round_: int) -> list[dict[str, object]]:
@@ -70,7 +57,7 @@ def main() -> None:
     parser.add_argument("--profiles", type=int, default=10_000)
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, database(args.backend, Path(tmp)) as url:
+    with tempfile.TemporaryDirectory() as tmp, scratch_database(args.backend, Path(tmp)) as url:
         upgrade(url)
         engine = make_engine(url)
         with transaction(make_sessionmaker(engine)) as session:

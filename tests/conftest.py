@@ -24,13 +24,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from envoi.config import Settings
 from envoi.db.session import make_engine, make_sessionmaker, transaction, upgrade
 from envoi.projects.services import Credentials, create_project
-from envoi.testing.databases import sqlite_url, temporary_postgres_database
+from envoi.testing.databases import (
+    postgres_server_url,
+    sqlite_url,
+    temporary_postgres_database,
+)
 from envoi.testing.server import ServerThread
 from envoi.web.app import create_app
 
-POSTGRES_URL = os.environ.get(
-    "ENVOI_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
+POSTGRES_URL = postgres_server_url()
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,3 +29,18 @@ def temporary_postgres_database(server_url: str) -> Iterator[str]:
 
 def sqlite_url(directory: Path) -> str:
     return f"sqlite:///{directory / 'envoi.db'}"
+
+
+def postgres_server_url() -> str:
+    """The server on which tests and benchmarks create their throw-away databases."""
+    return os.environ.get("ENVOI_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@contextmanager
+def scratch_database(backend: str, directory: Path) -> Iterator[str]:
+    """A new, empty database of `backend` ("sqlite" or "postgresql"), removed afterwards."""
+    if backend == "sqlite":
+        yield sqlite_url(directory)
+    else:
+        with temporary_postgres_database(postgres_server_url()) as url:
+            yield url
