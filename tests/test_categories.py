@@ -86,3 +86,10 @@ def test_projects_never_see_each_other(project: ApiProject, other_project: ApiPr
     assert other_project.client.put(f"/categories/{mine}", json={"title": "x"}).status_code == 404
     assert other_project.client.delete(f"/categories/{mine}").status_code == 404
     assert project.client.get(f"/categories/{mine}").json()["title"] == "Mine"
+
+
+def test_an_id_beyond_the_integer_range_is_404(project: ApiProject) -> None:
+    # PostgreSQL cannot compare such a number with an INTEGER id: it must not get there.
+    response = project.client.get(f"/categories/{2**40}")
+    assert response.status_code == 404
+    assert response.json() == {"detail": f"category {2**40} not found"}

@@ -25,12 +25,12 @@ from envoi.campaigns.spec import (
     PostType,
     SourceType,
     UploadedFile,
-    is_db_id,
 )
 from envoi.core.campaign_states import Action, State, TransitionError, check_rewritable, next_state
 from envoi.core.csvsource import CsvSourceError, inspect
 from envoi.core.errors import Conflict, Invalid, NotFound
 from envoi.db.base import utcnow
+from envoi.db.lookup import get_owned
 from envoi.emails.models import Email
 from envoi.segments.models import Segment
 from envoi.sources.models import Source
@@ -63,11 +63,10 @@ def get_campaign(
 
     `lock` takes the row lock first, so two concurrent starts (or a start and a
     rewrite) run one after the other and the second sees the first's state."""
-    campaign = None
-    if is_db_id(campaign_id):
-        campaign = session.get(Campaign, campaign_id, with_for_update=lock)
-    if campaign is None or campaign.project_id != project_id or campaign.post_type != post_type:
-        raise NotFound(f"{_NOUNS[post_type]} {campaign_id} not found")
+    noun = _NOUNS[post_type]
+    campaign = get_owned(session, Campaign, project_id, campaign_id, noun, lock=lock)
+    if campaign.post_type != post_type:
+        raise NotFound(f"{noun} {campaign_id} not found")
     return campaign
 
 

@@ -7,13 +7,9 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Final
 
-# Ids and every other INTEGER column hold 32 bits on PostgreSQL; a larger number in a
-# path names nothing (and must not reach the database, which would refuse to compare).
-DB_INT_MAX: Final = 2**31 - 1
+from envoi.db.lookup import DB_INT_MAX, is_db_id
 
-
-def is_db_id(value: int) -> bool:
-    return 1 <= value <= DB_INT_MAX
+__all__ = ["DB_INT_MAX", "is_db_id"]
 
 
 class PostType:

@@ -6,7 +6,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from envoi.categories.models import Category
-from envoi.core.errors import Conflict, NotFound
+from envoi.core.errors import Conflict
+from envoi.db.lookup import get_owned
 from envoi.emails.models import Email
 
 
@@ -16,10 +17,7 @@ def list_categories(session: Session, project_id: int) -> list[Category]:
 
 
 def get_category(session: Session, project_id: int, category_id: int) -> Category:
-    category = session.get(Category, category_id)
-    if category is None or category.project_id != project_id:
-        raise NotFound(f"category {category_id} not found")
-    return category
+    return get_owned(session, Category, project_id, category_id, "category")
 
 
 def create_category(

@@ -22,6 +22,7 @@ from envoi.categories.models import Category
 from envoi.core.addresses import AddressError, check_sender
 from envoi.core.errors import Invalid, NotFound
 from envoi.db.base import utcnow
+from envoi.db.lookup import get_owned
 from envoi.emails.htmlfiles import decode_html, rewrite_references
 from envoi.emails.models import Email, EmailAsset, EmailContent
 from envoi.emails.templates import make_environment, syntax_error
@@ -29,9 +30,6 @@ from envoi.emails.uploads import UploadError, read_upload
 from envoi.emails.variants import KINDS, VARIANTS, Slot, assets_base_url, field_name
 
 CONTENT_TYPE_MAX = 100  # EmailAsset.content_type
-# Ids are INTEGER columns: a bigger number names no row, and PostgreSQL would refuse to
-# compare it, so such an id is answered without asking the database.
-ID_MAX = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -70,12 +68,7 @@ def list_emails(
 
 
 def get_email(session: Session, project_id: int, email_id: int) -> Email:
-    email = (
-        session.get(Email, email_id, options=_load_options()) if abs(email_id) <= ID_MAX else None
-    )
-    if email is None or email.project_id != project_id:
-        raise NotFound(f"email {email_id} not found")
-    return email
+    return get_owned(session, Email, project_id, email_id, "email", options=_load_options())
 
 
 def head_of(email: Email) -> EmailHead:
@@ -161,9 +154,10 @@ def _plan(
 ) -> _Plan:
     """Check every value of a write and decode its uploads; raise Invalid, naming the field,
     at the first bad one. Nothing is changed here, so a refused write leaves no trace."""
-    category = session.get(Category, head.category_id) if abs(head.category_id) <= ID_MAX else None
-    if category is None or category.project_id != project_id:
-        raise Invalid(f"category {head.category_id} not found", loc=("body", "category"))
+    try:
+        get_owned(session, Category, project_id, head.category_id, "category")
+    except NotFound as exc:
+        raise Invalid(exc.message, loc=("body", "category")) from None
     try:
         check_sender(head.from_address)
     except AddressError as exc:

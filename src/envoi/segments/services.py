@@ -18,8 +18,9 @@ from sqlalchemy.orm import Session
 from envoi.campaigns.models import Campaign
 from envoi.categories.models import Category
 from envoi.core.conditions import Node, Subscribed, parse_condition, walk
-from envoi.core.errors import Conflict, Invalid, NotFound
+from envoi.core.errors import Conflict, Invalid
 from envoi.db.base import utcnow
+from envoi.db.lookup import get_owned
 from envoi.profiles.fields import declared_types
 from envoi.profiles.models import Profile
 from envoi.segments.compiler import compile_condition
@@ -45,10 +46,7 @@ def list_segments(session: Session, project_id: int) -> list[Segment]:
 
 
 def get_segment(session: Session, project_id: int, segment_id: int) -> Segment:
-    segment = session.get(Segment, segment_id)
-    if segment is None or segment.project_id != project_id:
-        raise NotFound(f"segment {segment_id} not found")
-    return segment
+    return get_owned(session, Segment, project_id, segment_id, "segment")
 
 
 def create_segment(session: Session, project_id: int, definition: Definition) -> Segment:

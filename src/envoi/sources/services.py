@@ -16,11 +16,11 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from envoi.campaigns.models import Campaign
-from envoi.campaigns.spec import is_db_id
 from envoi.core.campaign_states import State
-from envoi.core.errors import Conflict, NotFound
+from envoi.core.errors import Conflict
 from envoi.core.identity import Identity
 from envoi.db.base import utcnow
+from envoi.db.lookup import get_owned
 from envoi.sources.models import Source, SourceRecipient
 
 # Rows per statement: well under SQLite's bound-parameter limit with 6 columns a row.
@@ -39,10 +39,7 @@ def list_sources(session: Session, project_id: int) -> list[Source]:
 
 
 def get_source(session: Session, project_id: int, source_id: int) -> Source:
-    source = session.get(Source, source_id) if is_db_id(source_id) else None
-    if source is None or source.project_id != project_id:
-        raise NotFound(f"API source {source_id} not found")
-    return source
+    return get_owned(session, Source, project_id, source_id, "API source")
 
 
 def recipient_counts(session: Session, source_ids: list[int]) -> dict[int, int]:
