@@ -42,6 +42,11 @@ class Settings(BaseSettings):
         default="",
         description="Key that signs tokens. When empty, one is generated and kept in var_dir.",
     )
+    auth_max_failures: int = Field(
+        default=30,
+        description="Failed Basic-auth attempts a client address may make per minute; "
+        "beyond that it gets 429 until the minute has passed.",
+    )
     var_dir: Path = Field(
         default=Path("./var"),
         description="Directory for the embedded databases and the generated secret key.",

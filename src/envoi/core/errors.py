@@ -41,3 +41,7 @@ class Unauthorized(EnvoiError):
 
 class Forbidden(EnvoiError):
     status_code = 403
+
+
+class TooManyRequests(EnvoiError):
+    status_code = 429

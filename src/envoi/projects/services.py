@@ -7,6 +7,9 @@ import hmac
 import ipaddress
 import re
 import secrets
+import threading
+import time
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -15,7 +18,14 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from envoi.core.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
+from envoi.core.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+)
 from envoi.projects.models import Project
 
 _LOGIN = re.compile(r"^[A-Za-z0-9_.\-]{3,100}$")
@@ -125,32 +135,83 @@ class Authenticator:
 
     argon2 is deliberately slow (tens of ms), so a successful check is remembered for
     as long as the stored hash is unchanged: rotating the secret invalidates it at once.
+    The caller loads the project in a short transaction of its own and calls
+    `authenticate` after it ended, so the slow check never holds a database lock.
     """
 
-    def __init__(self, max_entries: int = 1024) -> None:
+    def __init__(
+        self,
+        max_entries: int = 1024,
+        max_failures: int = 30,
+        failure_window_s: float = 60.0,
+        concurrent_checks: int = 4,
+    ) -> None:
         self._verified: dict[tuple[str, str], str] = {}
         self._max_entries = max_entries
+        # Each argon2 check takes ~64 MiB and tens of ms: bound how many run at once, and
+        # stop checking for a client address that keeps failing.
+        self._checks = threading.BoundedSemaphore(concurrent_checks)
+        self._failures: dict[str, deque[float]] = {}
+        self._max_failures = max_failures
+        self._failure_window_s = failure_window_s
+        # Verified when the login is unknown, so that answer takes as long as a wrong
+        # secret and response times do not tell which logins exist.
+        self._decoy_hash = _hasher.hash(secrets.token_urlsafe(24))
 
     def authenticate(
-        self, session: Session, login: str, secret: str, client_host: str | None
+        self, project: Project | None, login: str, secret: str, client_host: str | None
     ) -> Project:
-        project = session.scalar(select(Project).where(Project.login == login))
-        if project is None or not self._secret_matches(project, login, secret):
+        """The project if `secret` is its secret and the client address is allowed.
+
+        The allowlist is checked first: a client outside it learns nothing about the
+        secret (no 401-versus-403 oracle to guess it with).
+        """
+        if self._too_many_failures(client_host):
+            raise TooManyRequests("Too many failed authentications; retry later")
+        if project is None:
+            self._verify(self._decoy_hash, secret)
+            self._record_failure(client_host)
             raise Unauthorized("Invalid login or secret")
         if not address_allowed(project.allowed_ips, client_host):
             raise Forbidden("API client IP not allowed")
+        if not self._secret_matches(project, login, secret):
+            self._record_failure(client_host)
+            raise Unauthorized("Invalid login or secret")
         return project
+
+    def _too_many_failures(self, client_host: str | None) -> bool:
+        failures = self._failures.get(client_host or "")
+        if not failures:
+            return False
+        horizon = time.monotonic() - self._failure_window_s
+        while failures and failures[0] < horizon:
+            failures.popleft()
+        return len(failures) >= self._max_failures
+
+    def _record_failure(self, client_host: str | None) -> None:
+        if len(self._failures) >= self._max_entries:
+            self._failures.clear()
+        self._failures.setdefault(client_host or "", deque()).append(time.monotonic())
 
     def _secret_matches(self, project: Project, login: str, secret: str) -> bool:
         fingerprint = hashlib.sha256(secret.encode()).hexdigest()
         cached = self._verified.get((login, fingerprint))
         if cached is not None and hmac.compare_digest(cached, project.secret_hash):
             return True
-        try:
-            _hasher.verify(project.secret_hash, secret)
-        except (VerificationError, InvalidHashError):
+        if not self._verify(project.secret_hash, secret):
             return False
         if len(self._verified) >= self._max_entries:
             self._verified.clear()
         self._verified[(login, fingerprint)] = project.secret_hash
         return True
+
+    def _verify(self, secret_hash: str, secret: str) -> bool:
+        with self._checks:
+            try:
+                return _hasher.verify(secret_hash, secret)
+            except (VerificationError, InvalidHashError):
+                return False
+
+
+def find_by_login(session: Session, login: str) -> Project | None:
+    return session.scalar(select(Project).where(Project.login == login))

@@ -60,7 +60,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = sessions
-    app.state.authenticator = Authenticator()
+    app.state.authenticator = Authenticator(max_failures=settings.auth_max_failures)
     app.state.segment_generator = segment_generator
     install_error_handlers(app)
     metrics = HttpMetrics()

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from envoi.config import Settings
 from envoi.core.errors import Unauthorized
 from envoi.projects.models import Project
-from envoi.projects.services import Authenticator
+from envoi.projects.services import Authenticator, find_by_login
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -43,12 +43,19 @@ def _basic_credentials(request: Request) -> tuple[str, str]:
     return login, secret
 
 
-def get_project(request: Request, session: Annotated[Session, Depends(get_session)]) -> Project:
-    """The project whose `login:secret` the request carries, from an allowed address."""
+def get_project(request: Request) -> Project:
+    """The project whose `login:secret` the request carries, from an allowed address.
+
+    The project is read in a transaction of its own that ends before the (slow) secret
+    check, so a flood of wrong secrets never holds SQLite's write lock.
+    """
     login, secret = _basic_credentials(request)
+    factory: sessionmaker[Session] = request.app.state.sessionmaker
+    with factory() as session:
+        project = find_by_login(session, login)
     authenticator: Authenticator = request.app.state.authenticator
     client_host = request.client.host if request.client else None
-    return authenticator.authenticate(session, login, secret, client_host)
+    return authenticator.authenticate(project, login, secret, client_host)
 
 
 Db = Annotated[Session, Depends(get_session)]
