@@ -165,6 +165,30 @@ def test_in_archive_filter(project: ApiProject) -> None:
     assert project.client.get("/emails", params={"in_archive": "maybe"}).status_code == 422
 
 
+def test_list_pages_with_limit_and_after(project: ApiProject) -> None:
+    ids = [new_email(project, internal_name=f"e{i}", in_archive=i == 3)["id"] for i in range(5)]
+
+    def page(**params: Any) -> list[int]:
+        response = project.client.get("/emails", params=params)
+        assert response.status_code == 200, response.text
+        return [email["id"] for email in response.json()]
+
+    assert page() == ids
+    assert page(limit=2) == ids[:2]
+    assert page(limit=2, after=ids[1]) == ids[2:4]
+    assert page(limit=2, after=ids[3]) == ids[4:]
+    assert page(after=ids[4]) == []
+    assert page(after=0) == ids
+    assert page(limit=1000) == ids
+    # The filter applies before the page is cut.
+    assert page(in_archive="false", limit=3, after=ids[0]) == [ids[1], ids[2], ids[4]]
+    assert page(after=2**31 - 1) == []
+    for bad in ({"limit": 0}, {"limit": 1001}, {"after": -1}, {"after": 2**31}, {"limit": "x"}):
+        response = project.client.get("/emails", params=bad)
+        assert response.status_code == 422, bad
+        assert response.json()["detail"][0]["loc"] == ["query", next(iter(bad))]
+
+
 @pytest.mark.parametrize(
     "address",
     ["news@example.com", "Game News <news@example.com>", "Магазин <shop@example.ru>"],
@@ -250,6 +274,63 @@ def test_bad_template_in_patch_changes_nothing(project: ApiProject, field: str) 
     assert error["loc"] == ["body", field]
     assert error["msg"].startswith("template syntax error at line 1: Unexpected end of template")
     assert project.client.get(f"/emails/{email['id']}").json() == email
+
+
+@pytest.mark.parametrize(
+    ("template", "msg"),
+    [
+        ("{{ name|nosuch }}", "template error at line 1: unknown filter 'nosuch'"),
+        ("Hi\n{{ name is nosuch }}", "template error at line 2: unknown test 'nosuch'"),
+        # Jinja itself defers these to render time when inside an `if`: refused all the same.
+        (
+            "{% if vip %}\n\n{{ name|upper|nosuch(2) }}{% endif %}",
+            "template error at line 3: unknown filter 'nosuch'",
+        ),
+        (
+            "{% if vip %}{% if name is nosuch %}x{% endif %}{% endif %}",
+            "template error at line 1: unknown test 'nosuch'",
+        ),
+        (
+            "{% filter nosuch %}x{% endfilter %}",
+            "template error at line 1: unknown filter 'nosuch'",
+        ),
+        (
+            "{% block a %}{% endblock %}\n{% block a %}{% endblock %}",
+            "template syntax error at line 2: block 'a' defined twice",
+        ),
+        (
+            "{% include 'footer.html' %}",
+            "template error at line 1: an email template cannot include, import or extend "
+            "other templates",
+        ),
+        (
+            "x\n{% extends 'base.html' %}",
+            "template error at line 2: an email template cannot include, import or extend "
+            "other templates",
+        ),
+    ],
+)
+def test_templates_that_could_not_render_are_422(
+    project: ApiProject, template: str, msg: str
+) -> None:
+    email = new_email(project, subject="Hi")
+    for field in ("subject_de", "text_html", "text_plain_ko", "x_amp_html_zh"):
+        response = project.client.patch(f"/emails/{email['id']}", json={field: template})
+        assert response.status_code == 422, field
+        assert response.json()["detail"] == [
+            {"loc": ["body", field], "msg": msg, "type": "value_error"}
+        ]
+    assert project.client.get(f"/emails/{email['id']}").json() == email
+
+
+def test_builtin_filters_and_tests_are_accepted(project: ApiProject) -> None:
+    template = (
+        "{% if name is defined and name is string %}{{ name|title|truncate(20) }}"
+        "{% else %}{{ 'friend'|upper }}{% endif %} {{ bonus|default(0)|round|int }}"
+        " {{ link|safe }} {{ items|join(', ')|e }}"
+    )
+    email = new_email(project, subject=template, text_html=template, x_amp_html_fr=template)
+    assert (email["subject"], email["text_html"], email["x_amp_html_fr"]) == (template,) * 3
 
 
 def test_templates_may_use_the_sandboxed_syntax(project: ApiProject) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from envoi.core.addresses import AddressError, check_sender
-from envoi.emails.htmlfiles import decode_html, rewrite_references
+from envoi.emails.htmlfiles import decode_html, rewrite_references, text_encoding
 from envoi.emails.uploads import UploadError, member_path
 
 BASE = "https://envoi.example.com/assets/KEY/default/"
@@ -45,6 +45,38 @@ def test_decode_html_prefers_declared_charset_then_utf8_then_meta() -> None:
     assert decode_html("é".encode("latin-1"), "latin-1") == "é"
     assert decode_html("é".encode()) == "é"
     assert decode_html(b'<meta charset="x-unknown">\xe9') == '<meta charset="x-unknown">é'
+
+
+@pytest.mark.parametrize(
+    ("label", "codec"),
+    [
+        ("windows-1251", "cp1251"),
+        ("UTF-8", "utf-8"),
+        ("latin1", "iso8859-1"),
+        ("Shift_JIS", "shift_jis"),
+        ("koi8-r", "koi8-r"),
+        # Bytes-to-bytes codecs, Python's own text codecs, and no codec at all.
+        ("hex", None),
+        ("rot13", None),
+        ("base64", None),
+        ("zlib", None),
+        ("idna", None),
+        ("unicode_escape", None),
+        ("undefined", None),
+        ("x-unknown", None),
+        ("utf\x008", None),
+        ("", None),
+    ],
+)
+def test_text_encoding_accepts_only_character_sets(label: str, codec: str | None) -> None:
+    assert text_encoding(label) == codec
+
+
+def test_decode_html_ignores_charsets_that_are_no_text_encoding() -> None:
+    assert decode_html(b"<p>\xe9</p>", "hex") == "<p>é</p>"
+    assert decode_html(b"<p>\xe9</p>", "undefined") == "<p>é</p>"
+    assert decode_html(b'<meta charset="rot13"><p>\xe9</p>') == '<meta charset="rot13"><p>é</p>'
+    assert decode_html(b'<meta charset="idna"><p>\xe9</p>') == '<meta charset="idna"><p>é</p>'
 
 
 @pytest.mark.parametrize(

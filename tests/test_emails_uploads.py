@@ -111,6 +111,36 @@ def test_undeclared_legacy_bytes_fall_back_to_cp1252(project: ApiProject) -> Non
     assert email.json()["text_html"] == "<p>café à 5 €</p>"
 
 
+@pytest.mark.parametrize("charset", ["hex", "rot13", "base64", "zlib", "idna", "x-unknown"])
+def test_a_data_url_charset_that_is_no_text_encoding_is_422(
+    project: ApiProject, charset: str
+) -> None:
+    # `hex`, `rot13`, `base64` ... are codecs to Python, but bytes-to-bytes ones.
+    response = create(
+        project, file_html_fr=data_url(f"text/html;charset={charset}", b"<p>\xe9</p>")
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"] == [
+        {
+            "loc": ["body", "file_html_fr"],
+            "msg": f"the data URL's charset '{charset}' is not a known text encoding",
+            "type": "value_error",
+        }
+    ]
+    assert project.client.get("/emails").json() == []
+
+
+@pytest.mark.parametrize("charset", ["hex", "rot13", "base64", "undefined", "x-unknown"])
+def test_a_meta_charset_that_is_no_text_encoding_is_ignored(
+    project: ApiProject, charset: str
+) -> None:
+    # The file is the author's, not the client's: like a browser, fall back to cp1252.
+    page = f'<meta charset="{charset}"><p>caf\xe9</p>'.encode("latin-1")
+    response = create(project, file_html=data_url("text/html", page))
+    assert response.status_code == 201, response.text
+    assert response.json()["text_html"] == f'<meta charset="{charset}"><p>café</p>'
+
+
 def test_zip_references_are_rewritten_and_assets_served(
     project: ApiProject, anonymous: httpx.Client
 ) -> None:

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Query, Response, status
 
 from envoi.core.errors import NotFound
+from envoi.db.lookup import DB_INT_MAX
 from envoi.emails import services
 from envoi.emails.models import Email
 from envoi.emails.schemas import EmailIn, EmailOut, EmailPatch
@@ -109,10 +110,18 @@ def _files(values: Mapping[str, Any]) -> dict[str, str]:
 
 @router.get("", response_model=list[EmailOut])
 def list_emails(
-    project: CurrentProject, db: Db, settings: AppSettings, in_archive: bool | None = None
+    *,
+    project: CurrentProject,
+    db: Db,
+    settings: AppSettings,
+    in_archive: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=services.LIST_LIMIT_MAX)] = services.LIST_LIMIT_MAX,
+    after: Annotated[int | None, Query(ge=0, le=DB_INT_MAX)] = None,
 ) -> list[dict[str, Any]]:
-    """Every email of the project, oldest first; `?in_archive=true|false` filters."""
-    emails = services.list_emails(db, project.id, in_archive=in_archive)
+    """The project's emails, oldest (lowest id) first; `?in_archive=true|false` filters.
+    At most `limit` of them (1000 by default): when a page is full, ask for the next
+    one with `after` = the last id."""
+    emails = services.list_emails(db, project.id, in_archive=in_archive, limit=limit, after=after)
     return [_out(email, settings.public_url) for email in emails]
 
 

@@ -23,33 +23,45 @@ _ATTRIBUTE = re.compile(
     re.IGNORECASE,
 )
 _CSS_URL = re.compile(r"(?P<head>(?<![\w-])url\(\s*)" + _VALUE % r"[^\s\"'()]+", re.IGNORECASE)
+# Text codecs of Python that are not character sets of documents.
+_NOT_CHARSETS = frozenset(
+    {"charmap", "idna", "punycode", "raw-unicode-escape", "undefined", "unicode-escape"}
+)
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
 def decode_html(data: bytes, declared: str | None = None) -> str:
     """Text of an HTML file: its BOM, else the declared charset, else UTF-8, else the
-    charset of its `<meta>`, else cp1252 (what browsers assume for legacy pages)."""
-    for bom, codec in _BOMS:
+    charset of its `<meta>`, else cp1252 (what browsers assume for legacy pages).
+    A charset that is not a text encoding (see `text_encoding`) is ignored."""
+    for bom, bom_codec in _BOMS:
         if data.startswith(bom):
-            return data.decode(codec, errors="replace")
-    if declared and _known(declared):
-        return data.decode(declared, errors="replace")
+            return data.decode(bom_codec, errors="replace")
+    codec = text_encoding(declared) if declared else None
+    if codec is not None:
+        return data.decode(codec, errors="replace")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         pass
     meta = _META_CHARSET.search(data[:4096].decode("ascii", errors="replace"))
-    if meta and _known(meta[1]):
-        return data.decode(meta[1], errors="replace")
-    return data.decode("cp1252", errors="replace")
+    codec = text_encoding(meta[1]) if meta else None
+    return data.decode(codec or "cp1252", errors="replace")
 
 
-def _known(charset: str) -> bool:
+def text_encoding(charset: str) -> str | None:
+    """Python's codec for a charset label (`windows-1251` -> `cp1251`), or None when the
+    label names no codec or one that is no character set of documents: bytes-to-bytes
+    transforms (`hex`, `base64`, `rot13`, `zlib` ...) and Python's own text codecs
+    (`idna`, `unicode_escape`, `undefined` ...), some of which cannot even decode."""
     try:
-        codecs.lookup(charset)
-    except LookupError:
-        return False
-    return True
+        info = codecs.lookup(charset)
+    except (LookupError, ValueError, TypeError):  # ValueError: a NUL in the name
+        return None
+    # `_is_text_encoding` is how the codecs module itself tells str<->bytes codecs apart.
+    if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_CHARSETS:
+        return None
+    return info.name
 
 
 def rewrite_references(html: str, html_dir: str, files: Collection[str], base_url: str) -> str:

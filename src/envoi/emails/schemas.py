@@ -19,7 +19,8 @@ INTERNAL_NAME_MAX = 500  # Email.internal_name
 class EmailTexts(BaseModel):
     """Subject, HTML, plain text and AMP HTML: the default variant and each language's.
 
-    Templates are Jinja2; their syntax is checked on write."""
+    Templates are Jinja2, checked on write (syntax, filters, tests); the HTML kinds are
+    autoescaped (see envoi.emails.templates)."""
 
     subject: str | None = None
     subject_ru: str | None = None

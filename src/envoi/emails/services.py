@@ -25,11 +25,14 @@ from envoi.db.base import utcnow
 from envoi.db.lookup import get_owned
 from envoi.emails.htmlfiles import decode_html, rewrite_references
 from envoi.emails.models import Email, EmailAsset, EmailContent
-from envoi.emails.templates import make_environment, syntax_error
+from envoi.emails.templates import make_environment, template_error
 from envoi.emails.uploads import UploadError, read_upload
 from envoi.emails.variants import KINDS, VARIANTS, Slot, assets_base_url, field_name
 
 CONTENT_TYPE_MAX = 100  # EmailAsset.content_type
+# An email answers every text of every language, so a list is bounded: by default it
+# holds this many (every email of nearly any project, as the seed expects), at most too.
+LIST_LIMIT_MAX = 1000
 
 
 @dataclass(frozen=True)
@@ -59,12 +62,21 @@ def _load_options() -> tuple[LoaderOption, ...]:
 
 
 def list_emails(
-    session: Session, project_id: int, *, in_archive: bool | None = None
+    session: Session,
+    project_id: int,
+    *,
+    in_archive: bool | None = None,
+    limit: int = LIST_LIMIT_MAX,
+    after: int | None = None,
 ) -> list[Email]:
+    """At most `limit` emails with an id above `after`, lowest id first."""
     query = select(Email).where(Email.project_id == project_id)
     if in_archive is not None:
         query = query.where(Email.in_archive == in_archive)
-    return list(session.scalars(query.options(*_load_options()).order_by(Email.id)))
+    if after is not None:
+        query = query.where(Email.id > after)
+    query = query.options(*_load_options()).order_by(Email.id).limit(limit)
+    return list(session.scalars(query))
 
 
 def get_email(session: Session, project_id: int, email_id: int) -> Email:
@@ -92,12 +104,9 @@ def create_email(
     *,
     public_url: str,
 ) -> Email:
-    asset_key = secrets.token_urlsafe(24)
-    plan = _plan(
-        session, project_id, asset_key, head=head, texts=texts, files=files, public_url=public_url
-    )
-    email = Email(project_id=project_id, asset_key=asset_key)
-    _apply(session, email, head, plan)
+    email = Email(project_id=project_id, asset_key=secrets.token_urlsafe(24))
+    # Checked before the email joins the session: a refused create leaves no trace.
+    _write(session, email, head, texts, files, public_url=public_url)
     email.created_at = email.updated_at
     session.add(email)
     session.flush()
@@ -114,6 +123,20 @@ def write_email(
     public_url: str,
 ) -> Email:
     """Change `email`: a rewrite gives every slot in `texts`, an edit only those that change."""
+    _write(session, email, head, texts, files, public_url=public_url)
+    session.flush()
+    return email
+
+
+def _write(
+    session: Session,
+    email: Email,
+    head: EmailHead,
+    texts: Mapping[Slot, str | None],
+    files: Mapping[str, str],
+    *,
+    public_url: str,
+) -> None:
     plan = _plan(
         session,
         email.project_id,
@@ -124,8 +147,6 @@ def write_email(
         public_url=public_url,
     )
     _apply(session, email, head, plan)
-    session.flush()
-    return email
 
 
 def get_asset(session: Session, asset_key: str, language: str, path: str) -> EmailAsset:
@@ -184,12 +205,13 @@ def _plan(
         blame["text_html", language] = name
         assets[language] = upload.files
 
-    environment = make_environment()
-    for slot, text in changed.items():
-        _check_text(blame[slot], text)
-        problem = None if text is None else syntax_error(text, environment)
+    environments = {kind: make_environment(kind) for kind in KINDS}
+    for (kind, language), text in changed.items():
+        name = blame[kind, language]
+        _check_text(name, text)
+        problem = None if text is None else template_error(text, environments[kind])
         if problem is not None:
-            raise Invalid(problem, loc=("body", blame[slot]))
+            raise Invalid(problem, loc=("body", name))
     return _Plan(texts=changed, assets=assets)
 
 

@@ -16,6 +16,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from envoi.core.dataurl import DataURLError, parse_data_url
+from envoi.emails.htmlfiles import text_encoding
 
 MAX_ENTRIES = 500
 MAX_TOTAL_SIZE = 20 * 1024 * 1024
@@ -50,7 +51,7 @@ def read_upload(value: str) -> HtmlUpload:
     if len(parsed.data) > MAX_TOTAL_SIZE:
         raise UploadError(f"the file is larger than {_megabytes(MAX_TOTAL_SIZE)}")
     if parsed.media_type in HTML_TYPES:
-        return HtmlUpload(html=parsed.data, charset=_charset_parameter(value))
+        return HtmlUpload(html=parsed.data, charset=_charset(value))
     if parsed.media_type in ZIP_TYPES:
         return read_zip(parsed.data)
     raise UploadError(
@@ -119,6 +120,20 @@ def member_path(name: str) -> str | None:
     if len(path) > MAX_PATH_LENGTH:
         raise UploadError(f"a path in the zip is longer than {MAX_PATH_LENGTH} characters")
     return path
+
+
+def _charset(value: str) -> str | None:
+    """The codec of a data URL's `charset=` (`data:text/html;charset=windows-1251;...`).
+
+    The client wrote it on purpose, so one that names no text encoding (a typo, or
+    `hex`, `base64` ...) is refused rather than guessed around."""
+    declared = _charset_parameter(value)
+    if declared is None:
+        return None
+    codec = text_encoding(declared)
+    if codec is None:
+        raise UploadError(f"the data URL's charset {declared!r} is not a known text encoding")
+    return codec
 
 
 def _charset_parameter(value: str) -> str | None:
