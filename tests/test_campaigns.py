@@ -202,9 +202,7 @@ def test_ab_variants_are_checked(
     email_a, email_b = make_email(backend, project), make_email(backend, project)
     foreign = make_email(backend, other_project)
     cases: list[dict[str, Any]] = [
-        {},  # one variant is no test
-        {"ab_message_ids": []},
-        {"ab_message_ids": [email_a]},
+        {"ab_message_ids": [email_a]},  # variant A named again
         {"ab_message_ids": [email_b, email_b]},
         {"ab_message_ids": [foreign]},
         {"ab_message_ids": [999999]},
@@ -225,6 +223,52 @@ def test_ab_variants_are_checked(
     )
     assert duplicate.json()["detail"][0]["loc"] == ["body", "ab_message_ids", 1]
     assert stored_rows(backend, project) == (0, 0)
+
+
+def test_ab_campaign_from_the_seed_fields_alone(backend: Backend, project: ApiProject) -> None:
+    """The seed's A/B table has no ab_message_ids: such a draft is accepted, and `start`
+    is what needs a second variant."""
+    email_a, email_b = make_email(backend, project), make_email(backend, project)
+    seed_body = {
+        "messages_type": "L",
+        "message_id": email_a,
+        "source_type": "U",
+        "source_uploaded_csv": data_url("email\nann@example.com\n"),
+        "ab_percent": 30,
+        "win_parameter": "C",
+    }
+    response = project.client.post("/ab-campaigns", json=seed_body)
+    assert response.status_code == 201, response.text
+    created = response.json()
+    assert created["ab_message_ids"] == []
+    assert (created["ab_percent"], created["win_parameter"]) == (30, "C")
+    empty = project.client.post("/ab-campaigns", json=seed_body | {"ab_message_ids": []})
+    assert empty.status_code == 201
+    assert empty.json()["ab_message_ids"] == []
+
+    path = f"/ab-campaigns/{created['id']}"
+    refused = project.client.post(f"{path}/start")
+    assert refused.status_code == 409
+    assert refused.json()["detail"] == (
+        f"A/B campaign {created['post']} has one variant (email {email_a}) and cannot start: "
+        "name at least one other email in ab_message_ids (PUT the draft), then start it"
+    )
+    assert project.client.get(path).json() == created  # still a draft, no audience
+
+    # Starting in the create request is refused the same way, and stores nothing.
+    immediate = project.client.post("/ab-campaigns", json=seed_body | {"start_immediately": True})
+    assert immediate.status_code == 409
+    assert [c["id"] for c in project.client.get("/ab-campaigns").json()] == [
+        created["id"],
+        empty.json()["id"],
+    ]
+
+    rewritten = project.client.put(path, json=seed_body | {"ab_message_ids": [email_b]})
+    assert rewritten.status_code == 200, rewritten.text
+    started = project.client.post(f"{path}/start")
+    assert started.status_code == 200, started.text
+    assert started.json()["state"] == "running"
+    assert started.json()["audience"]["count"] == 1
 
 
 def test_automated_campaign_with_every_field(backend: Backend, project: ApiProject) -> None:
@@ -441,11 +485,24 @@ def test_a_campaign_is_404_under_another_types_path(backend: Backend, project: A
         },
     ).json()["id"]
     owners = {"/campaigns": regular, "/ab-campaigns": ab, "/automated-campaigns": automated}
+    # A body each path accepts, so only the campaign's type can make the PUT a 404.
+    valid_bodies = {
+        "/campaigns": regular_body(email_a),
+        "/ab-campaigns": regular_body(email_a, ab_message_ids=[email_b]),
+        "/automated-campaigns": {
+            "message_type": "L",
+            "message_id": email_a,
+            "source_type": "S",
+            "source_id": make_segment(backend, project),
+        },
+    }
     for path, own in owners.items():
         assert [c["id"] for c in project.client.get(path).json()] == [own]
+        assert project.client.put(f"{path}/{own}", json=valid_bodies[path]).status_code == 200
         for other in set(owners.values()) - {own}:
             assert project.client.get(f"{path}/{other}").status_code == 404
-            assert project.client.put(f"{path}/{other}", json={}).status_code in (404, 422)
+            rewrite = project.client.put(f"{path}/{other}", json=valid_bodies[path])
+            assert rewrite.status_code == 404, rewrite.text
             for action in ("start", "pause", "resume", "archive"):
                 assert project.client.post(f"{path}/{other}/{action}").status_code == 404
     detail = project.client.get(f"/ab-campaigns/{regular}").json()["detail"]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import update
+
+from envoi.campaigns.models import Campaign
 from tests.conftest import ApiProject, Backend
 from tests.test_campaigns_support import audience, data_url, make_email, make_profiles
 
@@ -93,7 +96,7 @@ def test_api_source_audience(backend: Backend, project: ApiProject) -> None:
     assert members["uid:u-7"].email == "seven@example.com"
     assert members["phone:+33612345678"].email is None
 
-    # A source in use by a campaign that is not archived cannot be deleted.
+    # A source in use by a campaign that is neither finished nor archived cannot be deleted.
     refused = project.client.delete(f"/sources/{source['id']}")
     assert refused.status_code == 409
     assert refused.json()["detail"] == (
@@ -110,7 +113,47 @@ def test_empty_api_source_finishes_the_campaign(backend: Backend, project: ApiPr
     source = project.client.post("/sources", json={"name": "Empty"}).json()
     campaign = _campaign(project, email_id, "A", source["id"], start_immediately=True)
     assert campaign["state"] == "finished"
-    assert campaign["audience"] == {
-        "count": 0,
-        "last_build": campaign["audience"]["last_build"] | {"read": 0, "accepted": 0},
-    }
+    assert campaign["audience"]["count"] == 0
+    summary = campaign["audience"]["last_build"]
+    assert (summary["read"], summary["accepted"], summary["errors"]) == (0, 0, [])
+    # A finished campaign is done with its source (the same rule as for segments).
+    assert project.client.delete(f"/sources/{source['id']}").status_code == 204
+
+
+def test_an_api_source_recipient_is_in_the_audience_once(
+    backend: Backend, project: ApiProject
+) -> None:
+    email_id = make_email(backend, project)
+    source = project.client.post("/sources", json={"name": "Buyers"}).json()
+    url = f"/sources/{source['id']}/recipients"
+    project.client.post(url, json=[{"uid": "42", "email": "ann@x.io", "params": {"v": 1}}])
+    project.client.post(url, json=[{"email": "ann@x.io", "params": {"v": 2}}])
+    campaign = _campaign(project, email_id, "A", source["id"], start_immediately=True)
+    assert campaign["audience"]["count"] == 1
+    [member] = audience(backend, campaign["id"]).values()
+    assert (member.recipient_key, member.email, member.params) == ("uid:42", "ann@x.io", {"v": 2})
+
+
+def test_an_api_source_of_another_project_is_never_read(
+    backend: Backend, project: ApiProject, other_project: ApiProject
+) -> None:
+    """Checked at write time, and again at start: a campaign whose source id now names
+    another project's source (a deleted id reused) reads nothing from it."""
+    email_id = make_email(backend, project)
+    mine = project.client.post("/sources", json={"name": "Mine"}).json()
+    theirs = other_project.client.post("/sources", json={"name": "Theirs"}).json()
+    other_project.client.post(
+        f"/sources/{theirs['id']}/recipients", json=[{"email": "theirs@x.io"}]
+    )
+    campaign = _campaign(project, email_id, "A", mine["id"])
+    with backend.sessions() as session, session.begin():
+        session.execute(
+            update(Campaign).where(Campaign.id == campaign["id"]).values(source_id=theirs["id"])
+        )
+    started = project.client.post(f"/campaigns/{campaign['id']}/start").json()
+    assert started["state"] == "finished"
+    assert started["audience"]["count"] == 0
+    assert started["audience"]["last_build"]["errors"] == [
+        {"line": None, "error": f"API source {theirs['id']} no longer exists"}
+    ]
+    assert audience(backend, campaign["id"]) == {}

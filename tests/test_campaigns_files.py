@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
+from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from envoi.campaigns import forms
+from envoi.campaigns.files import CHUNK_BYTES, open_file, store_file
+from envoi.campaigns.models import CampaignFileChunk
+from envoi.campaigns.spec import UploadedFile
+from envoi.core.csvsource import read_rows
 from tests.conftest import ApiProject, Backend
 from tests.test_campaigns_support import (
     LIST_CSV,
@@ -271,3 +279,190 @@ def test_the_list_stored_at_start_is_the_one_used(backend: Backend, project: Api
     assert rewritten.status_code == 200
     _start(project, campaign["id"])
     assert set(audience(backend, campaign["id"])) == {"email:zed@example.com"}
+
+
+# --- large files: stored in chunks, streamed both ways ---------------------------------
+
+
+def _name(i: int, width: int) -> str:
+    return f"Zoë\u2013{'é' * width}{i % 7}"
+
+
+def _big_list(lines: int, width: int = 40, identifier: str = "email") -> bytes:
+    """Non-ASCII parameters, so chunk boundaries fall inside characters and lines."""
+    recipient = "user{}@example.com" if identifier == "email" else "user-{}"
+    rows = [f"{recipient.format(i)},{i},{_name(i, width)}" for i in range(lines)]
+    return (f"{identifier},n,name\n" + "\n".join(rows) + "\n").encode()
+
+
+def _chunks(backend: Backend, campaign_id: int, kind: str = "source") -> list[bytes]:
+    with backend.sessions() as session:
+        return list(
+            session.scalars(
+                select(CampaignFileChunk.data)
+                .where(CampaignFileChunk.campaign_id == campaign_id, CampaignFileChunk.kind == kind)
+                .order_by(CampaignFileChunk.seq)
+            )
+        )
+
+
+def test_a_multi_mib_list_round_trips_and_builds_its_audience(
+    backend: Backend, project: ApiProject, tmp_path: Path
+) -> None:
+    email_id = make_email(backend, project)
+    content = _big_list(10_000, width=200)
+    assert len(content) > 4 * CHUNK_BYTES
+    path = tmp_path / "big.csv"
+    path.write_bytes(content)
+    with path.open("rb") as upload:
+        response = project.client.post(
+            "/campaigns",
+            data=_form(email_id),
+            files={"source_uploaded_csv": ("big.csv", upload, "text/csv")},
+        )
+    assert response.status_code == 201, response.text
+    campaign = response.json()
+    assert campaign["source_uploaded_csv"] == {"filename": "big.csv", "size": len(content)}
+
+    chunks = _chunks(backend, campaign["id"])
+    assert len(chunks) == -(-len(content) // CHUNK_BYTES)
+    assert all(len(chunk) == CHUNK_BYTES for chunk in chunks[:-1])
+    assert b"".join(chunks) == content
+    with backend.sessions() as session:
+        stream = open_file(session, campaign["id"], "source")
+        assert stream is not None
+        with stream:
+            assert stream.read() == content
+
+    summary = _start(project, campaign["id"])["audience"]
+    assert summary["count"] == 10_000
+    assert summary["last_build"]["rejected"] == 0
+    members = audience(backend, campaign["id"])
+    assert len(members) == 10_000
+    for i in range(10_000):
+        member = members[f"email:user{i}@example.com"]
+        assert member.params == {"n": str(i), "name": _name(i, 200)}
+        assert member.line == i + 2
+
+
+def test_stored_files_are_written_and_read_in_flat_memory(
+    backend: Backend, project: ApiProject, tmp_path: Path
+) -> None:
+    """Storing a 24 MiB list and reading it back row by row never holds more than a few
+    chunks: the whole file would be 24 MiB, read whole several times that."""
+    campaign_id = create_regular(project, make_email(backend, project))["id"]
+    path = tmp_path / "big.csv"
+    path.write_bytes(_big_list(24_000, width=500, identifier="uid"))
+    size = path.stat().st_size
+    assert size > 20 * CHUNK_BYTES
+    with path.open("rb") as stream, backend.sessions() as session, session.begin():
+        tracemalloc.start()
+        try:
+            store_file(session, campaign_id, "source", UploadedFile("big.csv", stream, size))
+            _, stored_peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    with backend.sessions() as session:
+        tracemalloc.start()
+        try:
+            opened = open_file(session, campaign_id, "source")
+            assert opened is not None
+            with opened:
+                rows = sum(1 for _ in read_rows(opened))
+            _, read_peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert rows == 24_000
+    assert stored_peak < 6 * CHUNK_BYTES, stored_peak
+    assert read_peak < 6 * CHUNK_BYTES, read_peak
+
+
+def test_a_multipart_upload_is_not_held_in_memory(
+    backend: Backend, project: ApiProject, tmp_path: Path
+) -> None:
+    """The server runs in this process: the whole request, parsing the form, checking
+    and storing a 24 MiB list, peaks far below the list's size."""
+    email_id = make_email(backend, project)
+    path = tmp_path / "big.csv"
+    path.write_bytes(_big_list(24_000, width=500))
+    assert path.stat().st_size > 20 * CHUNK_BYTES
+    with path.open("rb") as upload:
+        tracemalloc.start()
+        try:
+            response = project.client.post(
+                "/campaigns",
+                data=_form(email_id),
+                files={"source_uploaded_csv": ("big.csv", upload, "text/csv")},
+            )
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert response.status_code == 201, response.text
+    assert response.json()["source_uploaded_csv"]["size"] == path.stat().st_size
+    assert peak < 8 * CHUNK_BYTES, peak
+
+
+def _multipart(email_id: int, content: bytes, boundary: str = "envoi-test-boundary") -> bytes:
+    fields = _form(email_id)
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields.items()
+    ]
+    parts.append(
+        f"--{boundary}\r\nContent-Disposition: form-data; "
+        'name="source_uploaded_csv"; filename="big.csv"\r\n'
+        "Content-Type: text/csv\r\n\r\n".encode()
+        + content
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return b"".join(parts)
+
+
+def test_uploads_over_the_limit_are_413(
+    backend: Backend, project: ApiProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server runs in this process: lower its limits for this test.
+    monkeypatch.setattr(forms, "MAX_UPLOAD_BYTES", 256 * 1024)
+    monkeypatch.setattr(forms, "FORM_OVERHEAD_BYTES", 4096)
+    monkeypatch.setattr(forms, "MAX_JSON_BYTES", 64 * 1024)
+    email_id = make_email(backend, project)
+    fits = _big_list(1_000)
+    assert 64 * 1024 < len(fits) < 256 * 1024
+    too_big = _big_list(5_000)
+    assert len(too_big) > 256 * 1024 + 4096
+
+    accepted = project.client.post(
+        "/campaigns", data=_form(email_id), files={"source_uploaded_csv": ("ok.csv", fits)}
+    )
+    assert accepted.status_code == 201, accepted.text
+
+    # Refused from its Content-Length, before the body is read...
+    declared = project.client.post(
+        "/campaigns", data=_form(email_id), files={"source_uploaded_csv": ("big.csv", too_big)}
+    )
+    assert declared.status_code == 413
+    assert declared.json() == {
+        "detail": "the request body is too large: the files of a request are limited to "
+        "262144 bytes"
+    }
+    # ... or, sent chunked without one, as soon as the bytes received pass the limit.
+    boundary = "envoi-test-boundary"
+    body = _multipart(email_id, too_big, boundary)
+    chunked = project.client.post(
+        "/campaigns",
+        content=(body[i : i + 65536] for i in range(0, len(body), 65536)),
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert chunked.status_code == 413, chunked.text
+    assert "the files of a request are limited to" in chunked.json()["detail"]
+
+    # A JSON body is parsed whole: its limit is lower, and says what to do instead.
+    as_json = project.client.post(
+        "/campaigns", json=regular_body(email_id) | {"source_uploaded_csv": data_url(fits)}
+    )
+    assert as_json.status_code == 413
+    assert as_json.json()["detail"] == (
+        "the request body is too large: a JSON body is limited to 65536 bytes; "
+        "send large lists as multipart/form-data file parts"
+    )
+    assert stored_rows(backend, project) == (1, 1)

@@ -8,6 +8,7 @@ import pytest
 
 from tests.conftest import ApiProject
 from tests.test_users import get_user
+from tests.test_users_concurrency import N, concurrently
 
 SEED_BODY = {"name": "login_user", "payload": {"email": "test@mail.ru"}}
 
@@ -134,3 +135,21 @@ def test_projects_never_see_each_other(project: ApiProject, other_project: ApiPr
     assert [e["name"] for e in events_of(other_project, email="test@mail.ru")] == ["theirs"]
     mine = get_user(project, email="test@mail.ru")["id"]
     assert get_user(other_project, email="test@mail.ru")["id"] != mine
+
+
+def test_concurrent_first_events_create_each_profile_once(project: ApiProject) -> None:
+    """Events (and upserts) racing to create the same new profiles all succeed."""
+    emails = ["first@example.com", "second@example.com"]
+    requests = [
+        ("/events", {"name": f"e{i}", "payload": {"email": emails[i % 2]}}) for i in range(N)
+    ] + [("/users", {"email": emails[i % 2]}) for i in range(4)]
+    responses = concurrently(project, requests)
+    assert [r.status_code for r in responses] == [201] * (N + 4), [r.text for r in responses]
+    first, second = (get_user(project, email=email) for email in emails)
+    assert first["id"] != second["id"]
+    for email, profile in ((emails[0], first), (emails[1], second)):
+        events = events_of(project, email=email)
+        assert sorted(e["name"] for e in events) == sorted(
+            f"e{i}" for i in range(N) if emails[i % 2] == email
+        )
+        assert {e["profile_id"] for e in events} == {profile["id"]}

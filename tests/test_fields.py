@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import ApiProject
+from tests.test_users_concurrency import concurrently
 
 TYPES = ["String", "Int", "Float", "Bool", "Date", "DateTime", "List of String"]
 
@@ -114,3 +115,13 @@ def test_projects_never_see_each_other(project: ApiProject, other_project: ApiPr
     other_project.client.post("/users", json={"email": "a@example.com", "fields": {"pole1": "7"}})
     got = other_project.client.get("/users", params={"email": "a@example.com"}).json()
     assert got["fields"] == {"pole1": 7}
+
+
+def test_concurrent_declarations_of_one_name(project: ApiProject) -> None:
+    requests = [("/fields", {"name": "pole1", "type": "Int"}) for _ in range(8)]
+    responses = concurrently(project, requests)
+    assert sorted(r.status_code for r in responses) == [201] + [409] * 7
+    for response in responses:
+        if response.status_code == 409:
+            assert response.json() == {"detail": "field 'pole1' is already declared"}
+    assert project.client.get("/fields").json() == [{"name": "pole1", "type": "Int"}]

@@ -11,10 +11,12 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select, update
 
 from envoi.campaigns.models import Campaign
 from envoi.categories.models import Category
+from envoi.core.campaign_states import State
 from envoi.db.session import transaction
 from envoi.emails.models import Email
 from envoi.profiles.models import Profile, ProfileField
@@ -205,7 +207,17 @@ def test_members_are_paginated_by_profile_id(backend: Backend, project: ApiProje
     exact = project.client.get(f"/segments/{segment['id']}/members", params={"limit": 5}).json()
     assert (len(exact["items"]), exact["next_after"]) == (5, None)
     assert member_uids(project, segment["id"], page=1) == ["p0", "p1", "p2", "p3", "p4"]
-    for bad in ({"limit": 0}, {"limit": 1001}, {"after": -1}, {"limit": "x"}):
+    beyond = project.client.get(f"/segments/{segment['id']}/members", params={"after": 2**31 - 1})
+    assert beyond.json() == {"items": [], "next_after": None}
+    bad_pages: list[dict[str, Any]] = [
+        {"limit": 0},
+        {"limit": 1001},
+        {"after": -1},
+        {"after": 2**31},
+        {"after": 2**63},
+        {"limit": "x"},
+    ]
+    for bad in bad_pages:
         response = project.client.get(f"/segments/{segment['id']}/members", params=bad)
         assert response.status_code == 422
 
@@ -284,16 +296,16 @@ def test_a_condition_that_no_longer_holds_fails_generation(
     assert project.client.get(f"/segments/{segment['id']}/members").status_code == 409
 
 
-def test_a_segment_used_by_a_running_campaign_cannot_be_deleted(
-    backend: Backend, project: ApiProject
-) -> None:
-    segment = create(project, {"and": []})
+def add_campaign(
+    backend: Backend, project_id: int, *, source_type: str, source_id: int, state: str
+) -> str:
+    """A campaign (with its category and email) reading `source_id`; its `post` key."""
     with transaction(backend.sessions) as session:
-        category = Category(project_id=project.id, title="News", translations={})
+        category = Category(project_id=project_id, title="News", translations={})
         session.add(category)
         session.flush()
         email = Email(
-            project_id=project.id,
+            project_id=project_id,
             category_id=category.id,
             from_address="news@example.com",
             asset_key=secrets.token_hex(16),
@@ -301,27 +313,57 @@ def test_a_segment_used_by_a_running_campaign_cannot_be_deleted(
         session.add(email)
         session.flush()
         campaign = Campaign(
-            project_id=project.id,
+            project_id=project_id,
             post_type="S",
             message_id=email.id,
-            source_type="S",
-            source_id=segment["id"],
+            source_type=source_type,
+            source_id=source_id,
             spooler_token=secrets.token_hex(16),
-            state="running",
+            state=state,
         )
         session.add(campaign)
         session.flush()
-        post = campaign.post
+        return campaign.post
+
+
+@pytest.mark.parametrize("state", [s.value for s in State])
+def test_only_a_campaign_done_with_its_segment_lets_it_be_deleted(
+    backend: Backend, project: ApiProject, state: str
+) -> None:
+    # The rule API sources follow too: finished and archived campaigns are done with
+    # their source; a draft, planned, running or paused one may still read it.
+    segment = create(project, {"and": []})
+    post = add_campaign(backend, project.id, source_type="S", source_id=segment["id"], state=state)
     response = project.client.delete(f"/segments/{segment['id']}")
+    if state in ("finished", "archived"):
+        assert response.status_code == 204
+        assert project.client.get(f"/segments/{segment['id']}").status_code == 404
+        return
     assert response.status_code == 409
     assert response.json() == {
         "detail": f"segment {segment['id']} is the source of campaign {post}"
     }
+    assert project.client.get(f"/segments/{segment['id']}").status_code == 200
     with transaction(backend.sessions) as session:
         session.execute(
-            update(Campaign).where(Campaign.source_id == segment["id"]).values(state="finished")
+            update(Campaign).where(Campaign.project_id == project.id).values(state="finished")
         )
     assert project.client.delete(f"/segments/{segment['id']}").status_code == 204
+
+
+def test_only_campaigns_reading_this_segment_block_its_deletion(
+    backend: Backend, project: ApiProject
+) -> None:
+    segment = create(project, {"and": []})
+    other = create(project, {"and": []})
+    # An API source or a CSV campaign with the same number, and a campaign of another
+    # segment, read something else.
+    for source_type, source_id in (("A", segment["id"]), ("U", segment["id"]), ("S", other["id"])):
+        add_campaign(
+            backend, project.id, source_type=source_type, source_id=source_id, state="running"
+        )
+    assert project.client.delete(f"/segments/{segment['id']}").status_code == 204
+    assert project.client.delete(f"/segments/{other['id']}").status_code == 409
 
 
 # -- errors --------------------------------------------------------------------------

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
+from typing import Any
 
+import pytest
 from sqlalchemy import select, update
 
 from envoi.db.session import transaction
+from envoi.profiles.models import Profile
 from envoi.segments import services
 from envoi.segments.models import Segment, SegmentMember
 from envoi.segments.workers import SegmentGenerator, claim_segment
 from tests.conftest import ApiProject, Backend
-from tests.test_segments import CITY_IS_PARIS, city_profiles, create, member_uids, wait_generated
+from tests.test_segments import (
+    CITY_IS_PARIS,
+    city_profiles,
+    create,
+    generate,
+    member_uids,
+    wait_generated,
+)
 
 
 def set_status(backend: Backend, segment_id: int, status: str) -> None:
@@ -19,48 +30,85 @@ def set_status(backend: Backend, segment_id: int, status: str) -> None:
         session.execute(update(Segment).where(Segment.id == segment_id).values(status=status))
 
 
+def add_parisian(backend: Backend, project: ApiProject, uid: str) -> None:
+    with transaction(backend.sessions) as session:
+        session.add(Profile(project_id=project.id, uid=uid, fields={"city": "Paris"}))
+
+
+def generated_at(body: dict[str, Any]) -> datetime:
+    assert body["generated_at"] is not None
+    return datetime.fromisoformat(body["generated_at"])
+
+
 def test_a_segment_left_running_by_a_crash_is_generated_by_the_next_process(
     backend: Backend, project: ApiProject
 ) -> None:
     city_profiles(backend, project, count=4)
     segment = create(project, CITY_IS_PARIS)
-    # A process claimed it and died: nobody is working on it, and the running
-    # generator of this server never takes a "running" segment on its own.
+    before = generate(project, segment["id"])
+    assert member_uids(project, segment["id"]) == ["p0", "p2"]
+    add_parisian(backend, project, "late")
+    # A process claimed a regeneration and died: the members are stale, nobody works on
+    # it, and the running generator of this server never takes a "running" segment.
     set_status(backend, segment["id"], "running")
     time.sleep(0.2)
-    assert project.client.get(f"/segments/{segment['id']}").json()["status"] == "running"
+    stuck = project.client.get(f"/segments/{segment['id']}").json()
+    assert (stuck["status"], stuck["member_count"]) == ("running", 2)
 
+    restarted_at = datetime.now(UTC)
     restarted = SegmentGenerator(backend.sessions, poll_seconds=0.05)
     restarted.start()
     try:
         done = wait_generated(project.client, segment["id"])
     finally:
         restarted.stop()
+    # Only a new generation, after the restart, can give these.
+    assert (done["status"], done["member_count"], done["error"]) == ("ready", 3, None)
+    assert member_uids(project, segment["id"]) == ["p0", "p2", "late"]
+    assert generated_at(done) > max(generated_at(before), restarted_at)
+
+
+def test_recover_requeues_only_running_segments(backend: Backend, project: ApiProject) -> None:
+    city_profiles(backend, project, count=2)
+    crashed = create(project, CITY_IS_PARIS)
+    generate(project, crashed["id"])
+    add_parisian(backend, project, "late")
+    set_status(backend, crashed["id"], "running")
+    new = create(project, CITY_IS_PARIS)
+    failed = create(project, CITY_IS_PARIS)
+    set_status(backend, failed["id"], "failed")
+
+    recovered_at = datetime.now(UTC)
+    generator = SegmentGenerator(backend.sessions)
+    assert generator.recover() >= 1  # other tests may have left segments running too
+    while generator.run_once():  # this server's generator may take some of them first
+        pass
+    # Left "running", the segment would never be generated again (wait_generated fails).
+    done = wait_generated(project.client, crashed["id"])
     assert (done["status"], done["member_count"]) == ("ready", 2)
-    assert member_uids(project, segment["id"]) == ["p0", "p2"]
-
-
-def test_recover_puts_running_segments_back_to_pending(
-    backend: Backend, project: ApiProject
-) -> None:
-    segment = create(project, {"and": []})
-    set_status(backend, segment["id"], "running")
-    assert SegmentGenerator(backend.sessions).recover() >= 1
-    # Pending now; this server's generator may already have taken it further.
-    status = project.client.get(f"/segments/{segment['id']}").json()["status"]
-    assert status in ("pending", "running", "ready")
+    assert generated_at(done) > recovered_at
+    assert member_uids(project, crashed["id"]) == ["p0", "late"]
+    # Nobody asked for these: recovery leaves them alone.
+    for segment, status in ((new, "new"), (failed, "failed")):
+        got = project.client.get(f"/segments/{segment['id']}").json()
+        assert (got["status"], got["member_count"], got["generated_at"]) == (status, None, None)
 
 
 def test_a_pending_segment_is_claimed_once(backend: Backend, project: ApiProject) -> None:
     segment = create(project, {"and": []})
-    set_status(backend, segment["id"], "pending")
     with transaction(backend.sessions) as session:
+        # Made pending and claimed in one transaction: no other generator sees it pending.
+        session.execute(update(Segment).where(Segment.id == segment["id"]).values(status="pending"))
         first = claim_segment(session, segment["id"])
     with transaction(backend.sessions) as session:
         second = claim_segment(session, segment["id"])
-    assert second is False  # running now, whoever claimed it first
-    # `first` is False only if this server's generator won the race for it.
-    assert first or project.client.get(f"/segments/{segment['id']}").json()["status"] != "pending"
+    assert (first, second) == (True, False)
+    assert project.client.get(f"/segments/{segment['id']}").json()["status"] == "running"
+    for status in ("new", "ready", "failed"):
+        set_status(backend, segment["id"], status)
+        with transaction(backend.sessions) as session:
+            assert claim_segment(session, segment["id"]) is False, status
+        assert project.client.get(f"/segments/{segment['id']}").json()["status"] == status
 
 
 def test_stop_is_prompt_and_start_is_idempotent(backend: Backend) -> None:
@@ -88,16 +136,20 @@ def test_an_edit_after_the_claim_cancels_the_generation(
 
 
 def test_a_claimed_segment_generates_and_a_deleted_one_is_skipped(
-    backend: Backend, project: ApiProject
+    backend: Backend, project: ApiProject, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     city_profiles(backend, project)
     segment = create(project, CITY_IS_PARIS)
     set_status(backend, segment["id"], "running")
     generator = SegmentGenerator(backend.sessions)
+    failures: list[Exception] = []
+    monkeypatch.setattr(generator, "_fail", lambda _id, exc: failures.append(exc))
     generator.generate_claimed(segment["id"])
-    assert project.client.get(f"/segments/{segment['id']}").json()["member_count"] == 2
+    got = project.client.get(f"/segments/{segment['id']}").json()
+    assert (got["status"], got["member_count"]) == ("ready", 2)
     assert project.client.delete(f"/segments/{segment['id']}").status_code == 204
-    generator.generate_claimed(segment["id"])  # gone: nothing to do, nothing raised
+    generator.generate_claimed(segment["id"])  # gone: nothing to do
+    assert failures == []  # generate_claimed swallows errors: check none was recorded
 
 
 def test_generate_is_synchronous_for_other_services(backend: Backend, project: ApiProject) -> None:

@@ -162,6 +162,13 @@ def test_uncoercible_update_leaves_the_profile_untouched(project: ApiProject) ->
          ["body", "fields", "update_profile_last_updated_at"]),
         ({"email": "a@example.com", "subscriptions": {"999999": False}},
          ["body", "subscriptions", "999999"]),
+        # Beyond the INTEGER id column: no such category, on both backends (not a 500).
+        ({"email": "a@example.com", "subscriptions": {"2147483648": False}},
+         ["body", "subscriptions", "2147483648"]),
+        ({"email": "a@example.com", "subscriptions": {"99999999999999999999": True}},
+         ["body", "subscriptions", "99999999999999999999"]),
+        ({"email": "a@example.com", "subscriptions": {"-1": True}},
+         ["body", "subscriptions", "-1"]),
         ({"email": "a@example.com", "fields": []}, ["body", "fields"]),
         ({"email": "a@example.com", "colour": "red"}, ["body", "colour"]),
         ({"email": ["a@example.com"]}, ["body", "email"]),
@@ -231,6 +238,20 @@ def test_another_projects_category_is_refused(
     )
     assert response.status_code == 422
     assert response.json()["detail"][0]["msg"] == f"category {theirs} not found"
+
+
+def test_category_ids_beyond_the_id_column_are_not_found(project: ApiProject) -> None:
+    response = project.client.post(
+        "/users", json={"email": "a@example.com", "subscriptions": {"99999999999": False}}
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"] == [
+        {
+            "loc": ["body", "subscriptions", "99999999999"],
+            "msg": "category 99999999999 not found",
+            "type": "value_error",
+        }
+    ]
 
 
 def test_identifiers_of_two_profiles_are_a_conflict(project: ApiProject) -> None:

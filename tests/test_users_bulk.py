@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from sqlalchemy import select
@@ -181,7 +180,6 @@ def test_bad_bodies_are_422_and_write_nothing(project: ApiProject) -> None:
     )
     assert bad_json.status_code == 422
     assert client.post("/users/bulk", json={"email": "a@example.com"}).status_code == 422
-    assert client.post("/users/bulk", json=[{"email": "a@example.com"}, 5]).status_code == 422
     too_many = client.post(
         "/users/bulk", json=[{"uid": str(i)} for i in range(10_001)], timeout=120
     )
@@ -189,6 +187,47 @@ def test_bad_bodies_are_422_and_write_nothing(project: ApiProject) -> None:
     assert too_many.json()["detail"][0]["loc"] == ["body"]
     assert client.get("/users", params={"email": "a@example.com"}).status_code == 404
     assert client.get("/users", params={"uid": "0"}).status_code == 404
+
+
+def test_an_item_that_is_not_an_object_is_refused_alone(project: ApiProject) -> None:
+    answers = bulk(
+        project, [{"email": "a@example.com"}, 5, "b@example.com", None, [{"uid": "1"}], {}]
+    )
+    assert answers[0] == {"email": "a@example.com", "fields": {}}
+    not_objects = answers[1:5]
+    assert all(set(a) == {"error"} for a in not_objects)  # no identifiers to echo
+    assert [a["error"]["loc"] for a in not_objects] == [["body", i] for i in range(1, 5)]
+    assert {a["error"]["type"] for a in not_objects} == {"model_type"}
+    assert answers[5]["error"] == {
+        "type": "value_error",
+        "loc": ["body", 5],
+        "msg": "one of uid, email, phone or wp_token is required",
+    }
+    assert get_user(project, email="a@example.com")["email"] == "a@example.com"
+    assert project.client.get("/users", params={"email": "b@example.com"}).status_code == 404
+
+
+def test_category_ids_beyond_the_id_column_fail_their_item(project: ApiProject) -> None:
+    category = project.client.post("/categories", json={"title": "News"}).json()["category"]
+    big = ["2147483648", "99999999999", "99999999999999999999"]
+    answers = bulk(
+        project,
+        [{"email": f"u{i}@example.com", "subscriptions": {key: False}} for i, key in enumerate(big)]
+        + [{"email": "ok@example.com", "subscriptions": {str(category): False}}],
+    )
+    for i, key in enumerate(big):
+        assert answers[i] == {
+            "email": f"u{i}@example.com",
+            "error": {
+                "type": "value_error",
+                "loc": ["body", i, "subscriptions", key],
+                "msg": f"category {key} not found",
+            },
+        }
+        assert (
+            project.client.get("/users", params={"email": f"u{i}@example.com"}).status_code == 404
+        )
+    assert answers[3]["subscriptions"] == {str(category): False}
 
 
 def test_empty_bulk_is_an_empty_answer(project: ApiProject) -> None:
@@ -206,6 +245,7 @@ def test_bulk_never_touches_another_project(project: ApiProject, other_project: 
 
 
 def test_ten_thousand_profiles_in_one_request(backend: Backend, project: ApiProject) -> None:
+    """Correctness at the seed's size; its speed is measured by bench/bulk_upsert.py."""
     declare(project, pole1="String", pole2="Int", since="DateTime")
     items = [
         {
@@ -215,9 +255,7 @@ def test_ten_thousand_profiles_in_one_request(backend: Backend, project: ApiProj
         }
         for i in range(10_000)
     ]
-    started = time.perf_counter()
     answers = bulk(project, items)
-    created_in = time.perf_counter() - started
     assert len(answers) == 10_000
     assert not [a for a in answers if "error" in a]
     assert answers[9_999] == {
@@ -228,16 +266,10 @@ def test_ten_thousand_profiles_in_one_request(backend: Backend, project: ApiProj
 
     for item in items:
         item["fields"] = {"pole2": "-1"}
-    started = time.perf_counter()
     answers = bulk(project, items)
-    updated_in = time.perf_counter() - started
+    assert len(answers) == 10_000
     assert not [a for a in answers if "error" in a]
-    print(
-        f"\n10,000-item bulk on {backend.name}: create {created_in:.2f}s, update {updated_in:.2f}s"
-    )
-    # Loose bound for slow CI machines; the real figures are in docs/api-users.md.
-    assert created_in < 30
-    assert updated_in < 30
+    assert answers[0] == {"email": "user0@mail.ru", "uid": "u0", "fields": {"pole2": -1}}
 
     for i in (0, 4_321, 9_999):
         got = get_user(project, email=f"user{i}@mail.ru")

@@ -1,35 +1,38 @@
 """Build a campaign's audience when it starts: its source, streamed into AudienceMember rows.
 
-Memory stays flat in the audience size: CSV lines are read one at a time, segment
-members and API-source recipients are paged by key, and rows are written in batches
-of BATCH. De-duplication is the database's job (the unique (campaign, recipient_key)
-constraint with ON CONFLICT DO NOTHING), so no set of a million keys is held here;
-the number of duplicates is what was offered minus what was kept.
+Memory stays flat in the audience size: the stored CSV is streamed chunk by chunk
+(`campaigns.files`) and its lines read one at a time, segment members and API-source
+recipients are paged by key, and rows are written in batches of BATCH.
+De-duplication is the database's job (the unique (campaign, recipient_key) constraint
+with ON CONFLICT DO NOTHING), so no set of a million keys is held here; the number of
+duplicates is what was offered minus what was kept.
 """
 
 from __future__ import annotations
 
-import io
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import IO, Any, TypeVarTuple
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import Row, Select, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from envoi.campaigns.models import AudienceMember, Campaign, CampaignFile
+from envoi.campaigns.files import open_file
+from envoi.campaigns.models import AudienceMember, Campaign
 from envoi.campaigns.spec import FileKind, SourceType
-from envoi.core.csvsource import CsvRowError, ErrorLog, read_rows
+from envoi.core.csvsource import CsvRowError, CsvSourceError, ErrorLog, read_rows
 from envoi.core.errors import Conflict, Invalid
 from envoi.core.identity import IDENTIFIERS, Identity
 from envoi.profiles.models import Profile
 from envoi.segments.models import Segment, SegmentMember
-from envoi.sources.models import SourceRecipient
+from envoi.sources.models import Source, SourceRecipient
 
 BATCH = 1000
+Ts = TypeVarTuple("Ts")
 
 
 @dataclass(frozen=True)
@@ -112,33 +115,39 @@ def resolve_profiles(
 
 
 def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) -> None:
-    if session.get_bind().dialect.name == "postgresql":
-        pg = pg_insert(AudienceMember).on_conflict_do_nothing(
-            index_elements=["campaign_id", "recipient_key"]
-        )
-        session.execute(pg, rows)
-    else:
-        lite = sqlite_insert(AudienceMember).on_conflict_do_nothing(
-            index_elements=["campaign_id", "recipient_key"]
-        )
-        session.execute(lite, rows)
-
-
-def _file_data(session: Session, campaign_id: int, kind: str) -> bytes | None:
-    query = select(CampaignFile.data).where(
-        CampaignFile.campaign_id == campaign_id, CampaignFile.kind == kind
+    dialect_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = dialect_insert(AudienceMember).on_conflict_do_nothing(
+        index_elements=["campaign_id", "recipient_key"]
     )
-    return session.scalar(query)
+    session.execute(statement, rows)
 
 
-def _from_csv(data: bytes, writer: AudienceWriter, errors: ErrorLog) -> int:
+def keyset_pages(
+    session: Session, query: Select[*Ts], key: InstrumentedAttribute[int], size: int = BATCH
+) -> Iterator[Row[*Ts]]:
+    """Every row of `query`, fetched `size` at a time in `key` order (`key > last`), so
+    memory holds one page whatever the total; `key` must be among the selected columns."""
+    after = 0
+    while True:
+        page = session.execute(query.where(key > after).order_by(key).limit(size)).all()
+        yield from page
+        if len(page) < size:
+            return
+        after = getattr(page[-1], key.key)
+
+
+def _from_csv(stream: IO[bytes], writer: AudienceWriter, errors: ErrorLog) -> int:
     read = 0
-    for item in read_rows(io.BytesIO(data)):
-        read += 1
-        if isinstance(item, CsvRowError):
-            errors.add(item.line, item.error)
-        else:
-            writer.add(_Candidate(item.identity, item.params, item.line))
+    try:
+        for item in read_rows(stream):
+            read += 1
+            if isinstance(item, CsvRowError):
+                errors.add(item.line, item.error)
+            else:
+                writer.add(_Candidate(item.identity, item.params, item.line))
+    except CsvSourceError as exc:
+        # Checked at upload already; a stored file that is unusable is reported, not a 500.
+        errors.add(None, f"the stored list {exc}")
     return read
 
 
@@ -158,54 +167,51 @@ def _from_segment(
     except Invalid as exc:
         # Not the request's fault (a start has no body): the segment itself is broken.
         raise Conflict(f"segment {segment.id} cannot be generated: {exc.message}") from None
-    read, after = 0, 0
-    columns = (Profile.id, Profile.uid, Profile.email, Profile.phone, Profile.wp_token)
-    while True:
-        page = session.execute(
-            select(*columns)
-            .join(SegmentMember, SegmentMember.profile_id == Profile.id)
-            .where(SegmentMember.segment_id == segment.id, Profile.id > after)
-            .order_by(Profile.id)
-            .limit(BATCH)
-        ).all()
-        if not page:
-            return read
-        for row in page:
-            read += 1
-            identity = _profile_identity(row)
-            if identity is None:
-                errors.add(None, f"profile {row.id} has no identifier left")
-                continue
-            writer.add(_Candidate(identity, {}, None, profile_id=row.id, email=row.email))
-        after = page[-1].id
-
-
-def _from_api_source(session: Session, source_id: int, writer: AudienceWriter) -> int:
-    read, after = 0, 0
-    columns = (
-        SourceRecipient.id,
-        SourceRecipient.recipient_key,
-        SourceRecipient.identifiers,
-        SourceRecipient.params,
+    read = 0
+    members = (
+        select(Profile.id, Profile.uid, Profile.email, Profile.phone, Profile.wp_token)
+        .join(SegmentMember, SegmentMember.profile_id == Profile.id)
+        .where(SegmentMember.segment_id == segment.id)
     )
-    while True:
-        page = session.execute(
-            select(*columns)
-            .where(SourceRecipient.source_id == source_id, SourceRecipient.id > after)
-            .order_by(SourceRecipient.id)
-            .limit(BATCH)
-        ).all()
-        if not page:
-            return read
-        for row in page:
-            read += 1
-            name, _, value = row.recipient_key.partition(":")
-            identifiers = row.identifiers or {name: value}
-            writer.add(_Candidate(Identity(**identifiers), dict(row.params), None))
-        after = page[-1].id
+    for row in keyset_pages(session, members, Profile.id):
+        read += 1
+        identity = _profile_identity(row)
+        if identity is None:
+            errors.add(None, f"profile {row.id} has no identifier left")
+            continue
+        writer.add(_Candidate(identity, {}, None, profile_id=row.id, email=row.email))
+    return read
 
 
-def merge_additional(session: Session, campaign_id: int, data: bytes) -> dict[str, Any]:
+def _from_api_source(
+    session: Session, campaign: Campaign, writer: AudienceWriter, errors: ErrorLog
+) -> int:
+    # Checked when the campaign was written; checked again, like a segment, because a
+    # source can be deleted since and its id reused (SQLite reuses the highest rowid).
+    source = session.get(Source, campaign.source_id) if campaign.source_id else None
+    if source is None or source.project_id != campaign.project_id:
+        errors.add(None, f"API source {campaign.source_id} no longer exists")
+        return 0
+    read = 0
+    recipients = select(
+        SourceRecipient.id,
+        SourceRecipient.uid,
+        SourceRecipient.email,
+        SourceRecipient.phone,
+        SourceRecipient.wp_token,
+        SourceRecipient.params,
+    ).where(SourceRecipient.source_id == source.id)
+    for row in keyset_pages(session, recipients, SourceRecipient.id):
+        read += 1
+        identity = _profile_identity(row)
+        if identity is None:  # every row has one; a row without is skipped, not a 500
+            errors.add(None, f"API source recipient {row.id} has no identifier")
+            continue
+        writer.add(_Candidate(identity, dict(row.params), None))
+    return read
+
+
+def merge_additional(session: Session, campaign_id: int, stream: IO[bytes]) -> dict[str, Any]:
     """Merge the additional file's columns into the params of the members it names.
 
     Its lines are keyed like the address list's (first identifier column, uid first);
@@ -215,7 +221,7 @@ def merge_additional(session: Session, campaign_id: int, data: bytes) -> dict[st
     errors = ErrorLog()
     totals = {"read": 0, "merged": 0, "unmatched": 0}
     batch: dict[str, dict[str, str]] = {}
-    for item in read_rows(io.BytesIO(data)):
+    for item in read_rows(stream):
         totals["read"] += 1
         if isinstance(item, CsvRowError):
             errors.add(item.line, item.error)
@@ -246,6 +252,23 @@ def _apply_params(
     batch.clear()
 
 
+def _merge_stored_additional(session: Session, campaign_id: int) -> dict[str, Any] | None:
+    stream = open_file(session, campaign_id, FileKind.ADDITIONAL)
+    if stream is None:
+        return None
+    with stream:
+        try:
+            return merge_additional(session, campaign_id, stream)
+        except CsvSourceError as exc:
+            return {
+                "read": 0,
+                "merged": 0,
+                "unmatched": 0,
+                "rejected": 1,
+                "errors": [{"line": None, "error": f"the stored file {exc}"}],
+            }
+
+
 def build_audience(session: Session, campaign: Campaign, now: datetime) -> dict[str, Any]:
     """Replace the campaign's audience with its source's recipients; return the summary
     that is also stored on the campaign (`audience.last_build` in the API)."""
@@ -253,19 +276,23 @@ def build_audience(session: Session, campaign: Campaign, now: datetime) -> dict[
     writer = AudienceWriter(session, campaign)
     errors = ErrorLog()
     if campaign.source_type == SourceType.UPLOADED:
-        data = _file_data(session, campaign.id, FileKind.SOURCE)
-        read = _from_csv(data or b"", writer, errors)
+        stream = open_file(session, campaign.id, FileKind.SOURCE)
+        if stream is None:
+            errors.add(None, "no address list is stored")
+            read = 0
+        else:
+            with stream:
+                read = _from_csv(stream, writer, errors)
     elif campaign.source_type == SourceType.SEGMENT:
-        segment = session.get(Segment, campaign.source_id)
+        segment = session.get(Segment, campaign.source_id) if campaign.source_id else None
         if segment is None or segment.project_id != campaign.project_id:
             errors.add(None, f"segment {campaign.source_id} no longer exists")
             read = 0
         else:
             read = _from_segment(session, segment, writer, errors)
     else:
-        read = _from_api_source(session, campaign.source_id or 0, writer)
+        read = _from_api_source(session, campaign, writer, errors)
     writer.flush()
-    additional = _file_data(session, campaign.id, FileKind.ADDITIONAL)
     count = select(func.count()).select_from(AudienceMember)
     members = AudienceMember.campaign_id == campaign.id
     kept = session.scalar(count.where(members)) or 0
@@ -279,7 +306,7 @@ def build_audience(session: Session, campaign: Campaign, now: datetime) -> dict[
         "duplicates": writer.offered - kept,
         "with_profile": with_profile or 0,
         "errors": errors.errors,
-        "additional": merge_additional(session, campaign.id, additional) if additional else None,
+        "additional": _merge_stored_additional(session, campaign.id),
     }
     campaign.audience_summary = summary
     return summary

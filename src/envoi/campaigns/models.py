@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from envoi.db.base import Base, JSONType, UTCDateTime, created_at, intpk, project_fk, updated_at
@@ -52,7 +61,11 @@ class Campaign(Base):
 
 
 class CampaignFile(Base):
-    """An uploaded CSV: the address list (`source`) or the extra parameters (`additional`)."""
+    """An uploaded CSV: the address list (`source`) or the extra parameters (`additional`).
+
+    Its bytes are in CampaignFileChunk rows, so a list of a million lines is written
+    and read as a stream, one chunk at a time, never whole.
+    """
 
     __tablename__ = "campaign_files"
 
@@ -61,8 +74,26 @@ class CampaignFile(Base):
     )
     kind: Mapped[str] = mapped_column(String(16), primary_key=True)
     filename: Mapped[str | None] = mapped_column(String(500))
-    data: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[created_at]
+
+
+class CampaignFileChunk(Base):
+    """Bytes `seq * CHUNK_BYTES` onwards of a CampaignFile (`campaigns.files.CHUNK_BYTES`)."""
+
+    __tablename__ = "campaign_file_chunks"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["campaign_id", "kind"],
+            ["campaign_files.campaign_id", "campaign_files.kind"],
+            ondelete="CASCADE",
+        ),
+    )
+
+    campaign_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class AudienceMember(Base):

@@ -24,8 +24,9 @@ from pydantic import (
     model_validator,
 )
 
-from envoi.campaigns.spec import DB_INT_MAX, KEEP, CampaignSpec, FileChange, PostType, UploadedFile
+from envoi.campaigns.spec import KEEP, CampaignSpec, FileChange, PostType, UploadedFile
 from envoi.core.dataurl import DataURLError, parse_data_url
+from envoi.db.lookup import DB_INT_MAX
 from envoi.web.schemas import StrictModel
 
 MAX_INT = DB_INT_MAX
@@ -65,7 +66,7 @@ def _csv_file(value: Any) -> UploadedFile:
         return value
     if isinstance(value, str):
         try:
-            return UploadedFile(filename=None, data=parse_data_url(value).data)
+            return UploadedFile.from_bytes(None, parse_data_url(value).data)
         except DataURLError as exc:
             raise ValueError(str(exc)) from None
     raise ValueError("expected a CSV file: a data URL string or a multipart/form-data part")
@@ -149,9 +150,13 @@ class RegularCampaignIn(_CampaignIn):
 
 
 class ABCampaignIn(RegularCampaignIn):
-    """`/api/v1/ab-campaigns`: `message_id` is variant A, `ab_message_ids` the others."""
+    """`/api/v1/ab-campaigns`: `message_id` is variant A, `ab_message_ids` the others.
 
-    ab_message_ids: list[DbId] = Field(min_length=1, max_length=25)
+    The seed's A/B table has no `ab_message_ids`, so a campaign made of its fields
+    alone is accepted as a draft; `start` needs a second variant (a 409 without one).
+    """
+
+    ab_message_ids: list[DbId] = Field(default_factory=list, max_length=25)
     ab_percent: int = Field(10, ge=1, le=100)
     win_parameter: Literal["O", "C", "U"] = "O"
     test_planned_at: UtcDateTime | None = None

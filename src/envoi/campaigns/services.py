@@ -6,17 +6,16 @@ service returned, so a refused request leaves no row behind.
 
 from __future__ import annotations
 
-import io
 import secrets
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from envoi.campaigns.audience import build_audience
-from envoi.campaigns.models import AudienceMember, Campaign, CampaignFile
+from envoi.campaigns.files import delete_file, store_file, stored_files
+from envoi.campaigns.models import AudienceMember, Campaign
 from envoi.campaigns.spec import (
     KEEP,
     CampaignSpec,
@@ -41,12 +40,6 @@ _NOUNS = {
     PostType.AUTOMATED: "automated campaign",
 }
 _FIELDS = {FileKind.SOURCE: "source_uploaded_csv", FileKind.ADDITIONAL: "additional_source_file"}
-
-
-@dataclass(frozen=True)
-class StoredFile:
-    filename: str | None
-    size: int
 
 
 def list_campaigns(session: Session, project_id: int, post_type: str) -> list[Campaign]:
@@ -79,19 +72,6 @@ def audience_counts(session: Session, campaign_ids: list[int]) -> dict[int, int]
         .group_by(AudienceMember.campaign_id)
     )
     return dict(session.execute(query).all())
-
-
-def stored_files(session: Session, campaign_ids: list[int]) -> dict[tuple[int, str], StoredFile]:
-    """Name and size of the stored CSVs, without reading their bytes."""
-    if not campaign_ids:
-        return {}
-    query = select(
-        CampaignFile.campaign_id,
-        CampaignFile.kind,
-        CampaignFile.filename,
-        func.length(CampaignFile.data),
-    ).where(CampaignFile.campaign_id.in_(campaign_ids))
-    return {(cid, kind): StoredFile(name, size) for cid, kind, name, size in session.execute(query)}
 
 
 def create_campaign(
@@ -152,33 +132,37 @@ def act(
     if action is Action.START:
         _start(session, campaign, now)
     else:
-        _move(campaign, action, now)
+        _enter(campaign, _target(campaign, action, now))
     session.flush()
     return campaign
 
 
-def _move(campaign: Campaign, action: Action, now: datetime) -> State:
-    automated = campaign.post_type == PostType.AUTOMATED
+def _target(campaign: Campaign, action: Action, now: datetime) -> State:
+    """The state `action` leads to now, or a 409 saying why it is not allowed."""
     starts_at = _starts_at(campaign)
     try:
-        target = next_state(
+        return next_state(
             campaign.post,
             State(campaign.state),
             action,
-            automated=automated,
+            automated=campaign.post_type == PostType.AUTOMATED,
             start_ahead=starts_at is not None and starts_at > now,
         )
     except TransitionError as exc:
         raise Conflict(str(exc)) from None
+
+
+def _enter(campaign: Campaign, target: State) -> None:
     campaign.state = target.value
-    if automated:
+    if campaign.post_type == PostType.AUTOMATED:
         # `active` is the seed's word for an automated campaign that is running.
         campaign.active = target is State.RUNNING
-    return target
 
 
 def _start(session: Session, campaign: Campaign, now: datetime) -> None:
-    _move(campaign, Action.START, now)
+    target = _target(campaign, Action.START, now)
+    _check_startable(campaign)
+    _enter(campaign, target)
     summary = build_audience(session, campaign, now)
     campaign.started_at = now
     if summary["accepted"] == 0 and campaign.post_type != PostType.AUTOMATED:
@@ -186,6 +170,21 @@ def _start(session: Session, campaign: Campaign, now: datetime) -> None:
         # (the rejected lines) for the client to read. An automated campaign stays
         # active: its next run reads its source again.
         campaign.state = State.FINISHED.value
+
+
+def _check_startable(campaign: Campaign) -> None:
+    """What `start` needs beyond the state table: an A/B test needs two variants.
+
+    A draft may have one (the seed's A/B fields name only `message_id`), so it is
+    checked here rather than at create or rewrite."""
+    if campaign.post_type != PostType.AB:
+        return
+    if not set(campaign.ab_message_ids) - {campaign.message_id}:
+        raise Conflict(
+            f"A/B campaign {campaign.post} has one variant (email {campaign.message_id}) "
+            "and cannot start: name at least one other email in ab_message_ids "
+            "(PUT the draft), then start it"
+        )
 
 
 def _starts_at(campaign: Campaign) -> datetime | None:
@@ -225,19 +224,10 @@ def _store_files(session: Session, campaign_id: int, spec: CampaignSpec) -> None
         FileKind.ADDITIONAL: spec.additional_file,
     }
     for kind, change in changes.items():
-        if change is KEEP:
-            continue
-        session.execute(
-            delete(CampaignFile).where(
-                CampaignFile.campaign_id == campaign_id, CampaignFile.kind == kind
-            )
-        )
         if isinstance(change, UploadedFile):
-            session.add(
-                CampaignFile(
-                    campaign_id=campaign_id, kind=kind, filename=change.filename, data=change.data
-                )
-            )
+            store_file(session, campaign_id, kind, change)
+        elif change is not KEEP:
+            delete_file(session, campaign_id, kind)
 
 
 # --- validation ---------------------------------------------------------------------------
@@ -311,7 +301,8 @@ def _check_source(session: Session, project_id: int, spec: CampaignSpec, stored:
 
 def _check_csv(upload: UploadedFile, field: str) -> None:
     try:
-        inspect(io.BytesIO(upload.data))
+        upload.stream.seek(0)
+        inspect(upload.stream)
     except CsvSourceError as exc:
         raise Invalid(f"{field} {exc}", ("body", field)) from None
 

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Any, Final
-
-from envoi.db.lookup import DB_INT_MAX, is_db_id
-
-__all__ = ["DB_INT_MAX", "is_db_id"]
+from typing import IO, Any, Final
 
 
 class PostType:
@@ -35,10 +32,16 @@ class FileKind:
 
 @dataclass(frozen=True)
 class UploadedFile:
-    """A CSV as received, from a multipart part or a data URL."""
+    """A CSV as received: a multipart part (a spooled temporary file, on disk beyond
+    1 MiB) or a data URL's bytes. Readers seek to 0 and read it in chunks."""
 
     filename: str | None
-    data: bytes
+    stream: IO[bytes]
+    size: int
+
+    @classmethod
+    def from_bytes(cls, filename: str | None, data: bytes) -> UploadedFile:
+        return cls(filename, io.BytesIO(data), len(data))
 
 
 class Keep(Enum):

@@ -57,6 +57,11 @@ TRANSITIONS: dict[tuple[State, Action], State | str] = {
 
 REWRITABLE: frozenset[State] = frozenset({State.DRAFT})
 
+# Campaigns done with their source: a campaign in any other state may still build (or,
+# automated, rebuild at each run) its audience from it, so the segment or API source it
+# reads must not be deleted under it.
+DONE_WITH_SOURCE: frozenset[State] = frozenset({State.FINISHED, State.ARCHIVED})
+
 # How the refusal reads: "campaign S_12 is archived and cannot start".
 _VERBS: dict[Action | str, str] = {
     Action.START: "start",

@@ -6,7 +6,9 @@ delimiter is sniffed among `,`, `;` and tab. One of the header's identifier colu
 recipient; every other column is a per-recipient template parameter.
 
 Files can hold a million lines, so nothing here loads them whole: `inspect` decodes
-in chunks and `read_rows` yields one row at a time from a text stream over the bytes.
+in chunks and `read_rows` yields one row at a time from a text stream over the bytes
+(an upload's spooled file, or the stored chunks `envoi.campaigns.files.open_file`
+fetches one at a time).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from email_validator import EmailNotValidError, validate_email
@@ -16,7 +17,11 @@ _PHONE_PUNCTUATION = re.compile(r"[\s().\-]")
 
 
 class IdentityError(ValueError):
-    """An identifier that cannot name a profile."""
+    """An identifier that cannot name a profile; `name` says which (None: none was given)."""
+
+    def __init__(self, message: str, name: str | None = None) -> None:
+        super().__init__(message)
+        self.name = name
 
 
 def normalize_email(value: str) -> str:
@@ -66,13 +71,20 @@ class Identity:
     wp_token: str | None = None
 
     @classmethod
-    def from_mapping(cls, data: dict[str, object]) -> Identity:
-        """Read and normalise the identifiers present in `data`; raise if there are none."""
-        values = {
-            name: normalize(name, data[name])
-            for name in IDENTIFIERS
-            if data.get(name) not in (None, "")
-        }
+    def from_mapping(cls, data: Mapping[str, object]) -> Identity:
+        """Read and normalise the identifiers present in `data` (None and "" are absent).
+
+        IdentityError if one is malformed (its `name` set) or if there is none.
+        """
+        values: dict[str, str] = {}
+        for name in IDENTIFIERS:
+            value = data.get(name)
+            if value is None or value == "":
+                continue
+            try:
+                values[name] = normalize(name, value)
+            except IdentityError as exc:
+                raise IdentityError(str(exc), name) from None
         if not values:
             raise IdentityError("one of uid, email, phone or wp_token is required")
         return cls(**values)

@@ -2,8 +2,9 @@
 
 An event for an identifier nobody upserted yet creates the profile with just that
 identifier (seed 002 does not say; a product usually reports an event before it
-syncs the user, and refusing it would lose the fact). It does not lift a GDPR
-erasure: only an explicit users upsert re-registers an erased person.
+syncs the user, and refusing it would lose the fact). An event naming a GDPR-erased
+identifier is refused with a Conflict and nothing is stored: it neither re-creates
+the person nor lifts the erasure; only an explicit users upsert re-registers them.
 """
 
 from __future__ import annotations

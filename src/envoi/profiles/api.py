@@ -31,7 +31,9 @@ def upsert_user(body: UserIn, project: CurrentProject, db: Db) -> dict[str, Any]
     response_class=JSONResponse,
 )
 def upsert_users(
-    body: Annotated[list[dict[str, Any]], Body(max_length=upsert.MAX_BULK_ITEMS)],
+    # Items are checked one by one (`changes.validate_item`): one that is not even an
+    # object is that item's error, not the request's.
+    body: Annotated[list[Any], Body(max_length=upsert.MAX_BULK_ITEMS)],
     project: CurrentProject,
     db: Db,
 ) -> JSONResponse:

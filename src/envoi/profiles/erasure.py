@@ -1,10 +1,13 @@
 """GDPR erasure: a profile is deleted and its identifiers are kept only as hashes.
 
 `erase_profile` deletes the profile (the database cascades its subscriptions, API
-events and segment memberships), strips it from the event outbox, and stores one
-`Erasure` row per identifier it had, so delivery can refuse to mail it again
+events and segment memberships), strips it from the event outbox, deletes the
+campaign audience rows and API-source recipients that name the person, and stores
+one `Erasure` row per identifier it had, so delivery can refuse to mail it again
 (`is_erased`). A later explicit users upsert naming an erased identifier means the
 customer registered the person again: it lifts that erasure (`lift_erasures`).
+Nothing else brings an erased person back: an event naming one is refused
+(`refuse_erased`).
 """
 
 from __future__ import annotations
@@ -14,10 +17,17 @@ from collections.abc import Iterable, Sequence
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
+from envoi.campaigns.models import AudienceMember, Campaign
+from envoi.core.errors import Conflict
 from envoi.core.identity import IDENTIFIERS, Identity, erasure_hash
 from envoi.outbox.models import OutboxEvent
 from envoi.profiles.batching import chunks
 from envoi.profiles.models import Erasure, Profile
+from envoi.sources.models import Source, SourceRecipient
+
+
+class Erased(Conflict):
+    """An identifier of a GDPR-erased person, where only a users upsert may name one."""
 
 
 def identifiers_of(profile: Profile) -> list[tuple[str, str]]:
@@ -27,6 +37,8 @@ def identifiers_of(profile: Profile) -> list[tuple[str, str]]:
 def erase_profile(session: Session, project_id: int, profile: Profile) -> None:
     pairs = identifiers_of(profile)
     _forget_in_outbox(session, project_id, profile.id, pairs)
+    _forget_in_audiences(session, project_id, profile.id, pairs)
+    _forget_in_sources(session, project_id, pairs)
     hashes = {erasure_hash(name, value) for name, value in pairs}
     known = set(
         session.scalars(
@@ -61,6 +73,43 @@ def _forget_in_outbox(
     session.execute(statement)
 
 
+def _forget_in_audiences(
+    session: Session, project_id: int, profile_id: int, pairs: Sequence[tuple[str, str]]
+) -> None:
+    # Audience rows of the project's campaigns linked to the profile, keyed by one of
+    # its identifiers (`email:ann@example.com`), or carrying its address.
+    keys = [f"{name}:{value}" for name, value in pairs]
+    emails = [value for name, value in pairs if name == "email"]
+    campaigns = select(Campaign.id).where(Campaign.project_id == project_id)
+    statement = (
+        delete(AudienceMember)
+        .where(
+            AudienceMember.campaign_id.in_(campaigns),
+            or_(
+                AudienceMember.profile_id == profile_id,
+                AudienceMember.recipient_key.in_(keys),
+                AudienceMember.email.in_(emails),
+            ),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(statement)
+
+
+def _forget_in_sources(session: Session, project_id: int, pairs: Sequence[tuple[str, str]]) -> None:
+    # Recipients of the project's API sources named by any identifier of the person.
+    sources = select(Source.id).where(Source.project_id == project_id)
+    statement = (
+        delete(SourceRecipient)
+        .where(
+            SourceRecipient.source_id.in_(sources),
+            or_(*(getattr(SourceRecipient, name) == value for name, value in pairs)),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(statement)
+
+
 def lift_erasures(session: Session, project_id: int, identities: Iterable[Identity]) -> None:
     """Forget the erasure of every identifier the identities carry (see module doc)."""
     in_project = Erasure.project_id == project_id
@@ -72,6 +121,21 @@ def lift_erasures(session: Session, project_id: int, identities: Iterable[Identi
             delete(Erasure)
             .where(in_project, Erasure.identifier_hash.in_(chunk))
             .execution_options(synchronize_session=False)
+        )
+
+
+def refuse_erased(session: Session, project_id: int, identity: Identity) -> None:
+    """Raise Erased (a 409) if an identifier of `identity` names an erased person."""
+    hashes = {erasure_hash(name, value): (name, value) for name, value in identity.items()}
+    query = select(Erasure.identifier_hash).where(
+        Erasure.project_id == project_id, Erasure.identifier_hash.in_(sorted(hashes))
+    )
+    erased = session.scalar(query.limit(1))
+    if erased is not None:
+        name, value = hashes[erased]
+        raise Erased(
+            f"{name}={value} names a person erased at the project's request (GDPR);"
+            " only a users upsert registers them again"
         )
 
 

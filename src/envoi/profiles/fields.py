@@ -9,6 +9,7 @@ another type never meets values of the old type.
 from __future__ import annotations
 
 from sqlalchemy import String, func, literal, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from envoi.core.errors import Conflict, Invalid, NotFound
@@ -62,16 +63,15 @@ def create_field(session: Session, project_id: int, name: str, type_: str) -> Pr
         raise Invalid(f"{name!r} is a system field name", ("body", "name"))
     if type_ not in FIELD_TYPES:
         raise Invalid(f"type must be one of {', '.join(FIELD_TYPES)}", ("body", "type"))
-    taken = session.scalar(
-        select(ProfileField.id).where(
-            ProfileField.project_id == project_id, ProfileField.name == name
-        )
-    )
-    if taken is not None:
-        raise Conflict(f"field {name!r} is already declared")
     field = ProfileField(project_id=project_id, name=name, type=type_)
-    session.add(field)
-    session.flush()
+    try:
+        # The unique (project, name) decides, in a SAVEPOINT: no check-then-insert race
+        # with a concurrent request declaring the same name.
+        with session.begin_nested():
+            session.add(field)
+            session.flush()
+    except IntegrityError:
+        raise Conflict(f"field {name!r} is already declared") from None
     return field
 
 

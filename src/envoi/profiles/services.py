@@ -6,40 +6,47 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from envoi.core.errors import Conflict, Invalid, NotFound
 from envoi.core.fieldtypes import iso_utc
-from envoi.core.identity import IDENTIFIERS, Identity, IdentityError, normalize
+from envoi.core.identity import Identity, IdentityError
+from envoi.profiles.erasure import refuse_erased
 from envoi.profiles.models import Profile, Subscription
 
 
 def identity_from(values: Mapping[str, object], loc: Sequence[str | int]) -> Identity:
     """The identifiers present in `values`, normalised; Invalid at `loc` + the offending key."""
-    found: dict[str, str] = {}
-    for name in IDENTIFIERS:
-        value = values.get(name)
-        if value is None or value == "":
-            continue
-        try:
-            found[name] = normalize(name, value)
-        except IdentityError as exc:
-            raise Invalid(str(exc), (*loc, name)) from None
-    if not found:
-        raise Invalid("one of uid, email, phone or wp_token is required", loc)
-    return Identity(**found)
+    try:
+        return Identity.from_mapping(values)
+    except IdentityError as exc:
+        raise Invalid(str(exc), (*loc, exc.name) if exc.name else loc) from None
 
 
-def find_profiles(session: Session, project_id: int, identity: Identity) -> list[Profile]:
-    """Every profile named by any identifier of `identity` (more than one is a conflict)."""
+def find_profiles(
+    session: Session, project_id: int, identity: Identity, *, lock: bool = False
+) -> list[Profile]:
+    """Every profile named by any identifier of `identity` (more than one is a conflict).
+
+    `lock` takes a KEY SHARE row lock on PostgreSQL (nothing on SQLite, where a write
+    transaction is already exclusive): until the caller's transaction ends, nobody
+    deletes the profiles (an erasure, say), and upserts, which lock them FOR UPDATE,
+    wait.
+    """
     clauses = [getattr(Profile, name) == value for name, value in identity.items()]
     query = select(Profile).where(Profile.project_id == project_id, or_(*clauses))
-    return list(session.scalars(query.order_by(Profile.id)))
+    query = query.order_by(Profile.id)
+    if lock:
+        query = query.with_for_update(read=True, key_share=True)
+    return list(session.scalars(query))
 
 
-def find_profile(session: Session, project_id: int, identity: Identity) -> Profile | None:
+def find_profile(
+    session: Session, project_id: int, identity: Identity, *, lock: bool = False
+) -> Profile | None:
     """The one profile `identity` names, or None; Conflict if it names two different ones."""
-    found = find_profiles(session, project_id, identity)
+    found = find_profiles(session, project_id, identity, lock=lock)
     if len(found) > 1:
         names = ", ".join(f"{n}={v}" for n, v in identity.items())
         raise Conflict(f"{names} name different profiles ({', '.join(str(p.id) for p in found)})")
@@ -47,12 +54,29 @@ def find_profile(session: Session, project_id: int, identity: Identity) -> Profi
 
 
 def get_or_create_profile(session: Session, project_id: int, identity: Identity) -> Profile:
-    """The profile `identity` names, created with those identifiers when there is none."""
-    profile = find_profile(session, project_id, identity)
-    if profile is None:
-        profile = Profile(project_id=project_id, fields={}, **identity.as_dict())
-        session.add(profile)
-        session.flush()
+    """The profile `identity` names, created with those identifiers when there is none.
+
+    An implicit creation never brings back a GDPR-erased person: an erased identifier
+    is a Conflict (`erasure.refuse_erased`), whether or not a profile is found.
+    Safe against concurrent callers: the INSERT runs in a SAVEPOINT, and when another
+    transaction created the profile first (a unique violation), that one is used.
+    """
+    profile = find_profile(session, project_id, identity, lock=True)
+    # Checked after the locked read: an erasure of the profile found or being deleted
+    # has either committed by now (and is seen) or waits for this transaction.
+    refuse_erased(session, project_id, identity)
+    if profile is not None:
+        return profile
+    try:
+        with session.begin_nested():
+            profile = Profile(project_id=project_id, fields={}, **identity.as_dict())
+            session.add(profile)
+            session.flush()
+    except IntegrityError:
+        # A concurrent request inserted one of these identifiers and has committed.
+        profile = find_profile(session, project_id, identity, lock=True)
+        if profile is None:
+            raise Conflict("a concurrent request changed this profile; retry") from None
     return profile
 
 

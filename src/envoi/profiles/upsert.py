@@ -4,11 +4,24 @@ Both go through one batch path, built for 10,000 items per request:
 
 1. every item is read into a `ProfileChange` (no I/O; a bad item fails alone);
 2. items naming the same profile are refused together (the seed forbids them);
-3. existing profiles are looked up with one `IN (...)` query per identifier and chunk;
+3. existing profiles are looked up with one `IN (...)` query per chunk of items, then
+   locked and read afresh in id order (`_lock_profiles`);
 4. each item resolves to one profile or none; identifiers naming two profiles are a
    conflict; an update older than the stored `update_profile_last_updated_at` is stale;
 5. the rest is written in the caller's transaction: new profiles in batched INSERTs,
    changed ones in batched UPDATEs, then subscriptions, then erasures are lifted.
+
+Concurrent requests. Fields are merged in Python, and the stale check compares with
+the stored time, so both need the row as it is when written: on PostgreSQL the rows
+are locked (`SELECT ... FOR UPDATE`) before they are read, and a concurrent writer of
+the same profile waits for this transaction to end; on SQLite every write transaction
+runs under `BEGIN IMMEDIATE`, so writers are serialised already. Steps 3 to 5 run in a
+SAVEPOINT: when another request inserts a profile with one of the identifiers between
+the lookup and the INSERT (a unique violation), or PostgreSQL picks this transaction
+as a deadlock victim, the savepoint is rolled back and the items are resolved again,
+now against that profile (`MAX_ATTEMPTS` in all). New profiles are inserted in
+identifier order, so requests creating the same ones wait for each other rather
+than deadlock.
 """
 
 from __future__ import annotations
@@ -18,12 +31,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import or_, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from envoi.categories.models import Category
 from envoi.core.errors import Conflict, Invalid
 from envoi.core.fieldtypes import iso_utc
+from envoi.core.identity import IDENTIFIERS, Identity
+from envoi.db.lookup import is_db_id
 from envoi.profiles import writing
 from envoi.profiles.batching import chunks, custom_plans
 from envoi.profiles.changes import (
@@ -40,6 +55,10 @@ from envoi.profiles.models import Profile
 from envoi.profiles.schemas import UserIn
 
 MAX_BULK_ITEMS = 10_000
+# Attempts at writing a batch when concurrent requests keep inserting the same profiles.
+MAX_ATTEMPTS = 3
+# PostgreSQL's deadlock_detected and serialization_failure: worth another attempt.
+_RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
 
 _REFUSED_AS_CONFLICT = {"conflict", "duplicate", "stale"}
 
@@ -95,7 +114,8 @@ def upsert_users(
 
 
 def _existing_categories(session: Session, project_id: int, items: Sequence[UserIn]) -> set[int]:
-    named = category_ids_of(items)
+    # An id beyond the INTEGER column names no category: not asked, so it is "not found".
+    named = {category_id for category_id in category_ids_of(items) if is_db_id(category_id)}
     if not named:
         return set()
     query = select(Category.id).where(Category.project_id == project_id, Category.id.in_(named))
@@ -105,24 +125,54 @@ def _existing_categories(session: Session, project_id: int, items: Sequence[User
 def apply_changes(
     session: Session, project_id: int, changes: Sequence[ProfileChange]
 ) -> list[ItemError | None]:
-    """Write the changes that can be applied; the error of each one that cannot."""
+    """Write the changes that can be applied; the error of each one that cannot.
+
+    Each attempt runs in a SAVEPOINT, retried when a concurrent request won a race for
+    the same identifiers (see the module doc); Conflict when the attempts run out.
+    """
+    attempt = 1
+    while True:
+        try:
+            with session.begin_nested():
+                return _apply(session, project_id, changes)
+        except DBAPIError as exc:
+            if not _lost_a_race(exc):
+                raise
+            if attempt == MAX_ATTEMPTS:
+                raise Conflict("a concurrent request changed these profiles; retry") from None
+            attempt += 1
+
+
+def _sort_key(identity: Identity) -> tuple[str, ...]:
+    return tuple(value or "" for value in (getattr(identity, name) for name in IDENTIFIERS))
+
+
+def _lost_a_race(exc: DBAPIError) -> bool:
+    if isinstance(exc, IntegrityError):
+        return True  # a unique identifier taken by a concurrent insert or update
+    return getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
+
+
+def _apply(
+    session: Session, project_id: int, changes: Sequence[ProfileChange]
+) -> list[ItemError | None]:
     errors: list[ItemError | None] = [None] * len(changes)
     _refuse_duplicates(changes, errors)
-    known = _load_profiles(
+    known = _lock_profiles(
         session, project_id, [c for c, e in zip(changes, errors, strict=True) if not e]
     )
     targets = _resolve(changes, errors, known)
     applied = [i for i, e in enumerate(errors) if e is None]
     updated = [(target, changes[i]) for i in applied if (target := targets[i]) is not None]
-    new = [changes[i] for i in applied if targets[i] is None]
-    try:
-        for profile, change in updated:
-            writing.update_profile(profile, change)
-        session.flush()
-        new_ids = writing.create_profiles(session, project_id, new)
-    except IntegrityError:
-        # Only a concurrent writer can break the unique identifiers after step 4.
-        raise Conflict("a concurrent request changed these profiles; retry") from None
+    # Inserted in identifier order: concurrent requests creating the same profiles then
+    # meet on the first one (one waits, then retries) instead of deadlocking.
+    new = sorted(
+        (changes[i] for i in applied if targets[i] is None), key=lambda c: _sort_key(c.identity)
+    )
+    for profile, change in updated:
+        writing.update_profile(profile, change)
+    session.flush()
+    new_ids = writing.create_profiles(session, project_id, new)
     writing.write_subscriptions(
         session,
         [(profile.id, change) for profile, change in updated]
@@ -158,22 +208,38 @@ def _mark_duplicates(
         )
 
 
-def _load_profiles(
+def _lock_profiles(
     session: Session, project_id: int, changes: Sequence[ProfileChange]
 ) -> dict[tuple[str, str], Profile]:
-    """Every existing profile the changes name, by each of its (identifier, value) pairs.
+    """Every existing profile the changes name, locked and read afresh, by each of its
+    (identifier, value) pairs.
 
-    One query per chunk of items, matching any of their identifiers, so each profile
-    is read once however many identifiers the items give.
+    First the ids: one query per chunk of items, matching any of their identifiers, so
+    each profile is found once however many identifiers the items give. Then the rows,
+    `SELECT ... FOR UPDATE` (PostgreSQL; nothing on SQLite) in id order across all
+    chunks, so concurrent writers always lock in the same order and never deadlock on
+    each other. The locked read returns the row as the last writer committed it, and
+    `populate_existing` refreshes any copy the session loaded before.
     """
-    known: dict[tuple[str, str], Profile] = {}
+    ids: set[int] = set()
     for chunk in chunks(changes):
         wanted: dict[str, set[str]] = defaultdict(set)
         for change in chunk:
             for name, value in change.identity.items():
                 wanted[name].add(value)
         named = or_(*(getattr(Profile, name).in_(sorted(v)) for name, v in wanted.items()))
-        query = select(Profile).where(Profile.project_id == project_id, named)
+        ids.update(
+            session.scalars(select(Profile.id).where(Profile.project_id == project_id, named))
+        )
+    known: dict[tuple[str, str], Profile] = {}
+    for id_chunk in chunks(sorted(ids)):
+        query = (
+            select(Profile)
+            .where(Profile.project_id == project_id, Profile.id.in_(id_chunk))
+            .order_by(Profile.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
         for profile in session.scalars(query):
             known.update(dict.fromkeys(identifiers_of(profile), profile))
     return known

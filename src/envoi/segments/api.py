@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 
+from envoi.db.lookup import DB_INT_MAX
 from envoi.segments import services
 from envoi.segments.models import Segment
 from envoi.segments.schemas import MemberOut, MembersPage, SegmentIn, SegmentOut, SegmentPatch
@@ -86,7 +87,8 @@ def list_members(
     project: CurrentProject,
     db: Db,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    after: Annotated[int | None, Query(ge=0)] = None,
+    # An id cursor: beyond the INTEGER ids there is nothing, and PostgreSQL would refuse it.
+    after: Annotated[int | None, Query(ge=0, le=DB_INT_MAX)] = None,
 ) -> MembersPage:
     # One row more than asked tells whether there is a next page.
     profiles = services.list_members(db, project.id, segment_id, limit=limit + 1, after=after)

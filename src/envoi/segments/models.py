@@ -20,7 +20,8 @@ class Segment(Base):
     tags: Mapped[str | None] = mapped_column(String(1000))
     condition: Mapped[dict[str, Any]] = mapped_column(JSONType)
     segment_limit: Mapped[int | None] = mapped_column(Integer)
-    # pending -> running -> ready | failed; "new" until the first generation is asked for.
+    # new -> pending -> running -> ready | failed. "new" (not one of the seed's four) is
+    # "never generated for the current definition": created, or condition/limit changed.
     status: Mapped[str] = mapped_column(String(16), default="new")
     member_count: Mapped[int | None] = mapped_column(Integer)
     generated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -13,6 +13,7 @@ Name = Annotated[str, Field(min_length=1, max_length=500)]
 Tags = Annotated[str | None, Field(max_length=1000)]
 # Strict: "5" and true are not limits. Bounded by the column (32-bit INTEGER).
 Limit = Annotated[StrictInt | None, Field(ge=1, le=2**31 - 1)]
+# The seed's four, and "new": never generated for the current definition (no members).
 Status = Literal["new", "pending", "running", "ready", "failed"]
 
 

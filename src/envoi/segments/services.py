@@ -15,7 +15,8 @@ from typing import Any
 from sqlalchemy import delete, func, insert, literal, select
 from sqlalchemy.orm import Session
 
-from envoi.campaigns.models import Campaign
+from envoi.campaigns.spec import SourceType
+from envoi.campaigns.usage import campaign_using
 from envoi.categories.models import Category
 from envoi.core.conditions import Node, Subscribed, parse_condition, walk
 from envoi.core.errors import Conflict, Invalid
@@ -25,9 +26,6 @@ from envoi.profiles.fields import declared_types
 from envoi.profiles.models import Profile
 from envoi.segments.compiler import compile_condition
 from envoi.segments.models import Segment, SegmentMember
-
-# Campaigns that are done with their audience; any other state may still build it.
-_CAMPAIGN_DONE = ("finished", "archived")
 
 
 @dataclass(frozen=True)
@@ -83,17 +81,10 @@ def edit_segment(
 
 
 def delete_segment(session: Session, project_id: int, segment_id: int) -> None:
+    """Delete a segment and its members, unless a campaign still reads it: one that is
+    neither finished nor archived (the rule API sources follow too, `campaign_using`)."""
     segment = get_segment(session, project_id, segment_id)
-    used_by = session.scalar(
-        select(Campaign)
-        .where(
-            Campaign.project_id == project_id,
-            Campaign.source_type == "S",
-            Campaign.source_id == segment_id,
-            Campaign.state.not_in(_CAMPAIGN_DONE),
-        )
-        .limit(1)
-    )
+    used_by = campaign_using(session, project_id, SourceType.SEGMENT, segment_id)
     if used_by is not None:
         raise Conflict(f"segment {segment_id} is the source of campaign {used_by.post}")
     session.delete(segment)  # members go with it (ON DELETE CASCADE)

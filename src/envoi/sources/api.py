@@ -12,6 +12,7 @@ from envoi.sources import services
 from envoi.sources.models import Source, SourceRecipient
 from envoi.sources.schemas import (
     MAX_ITEMS,
+    ItemError,
     RecipientOut,
     RecipientsAdded,
     RecipientsRemoved,
@@ -39,12 +40,10 @@ def _out(source: Source, count: int) -> dict[str, Any]:
 
 
 def _recipient_out(recipient: SourceRecipient) -> dict[str, Any]:
-    name, _, value = recipient.recipient_key.partition(":")
-    identifiers = recipient.identifiers or {name: value}
     return {
         "id": recipient.id,
         "recipient_key": recipient.recipient_key,
-        **{key: identifiers.get(key) for key in IDENTIFIERS},
+        **{name: getattr(recipient, name) for name in IDENTIFIERS},
         "params": recipient.params,
         "created_at": recipient.created_at,
         "updated_at": recipient.updated_at,
@@ -83,9 +82,16 @@ def add_recipients(source_id: int, items: Items, project: CurrentProject, db: Db
     """Upsert up to 10,000 recipients; each bad item is reported, the others are kept."""
     services.get_source(db, project.id, source_id)
     accepted, errors = parse_recipients(items)
-    created, updated = services.upsert_recipients(db, project.id, source_id, accepted)
+    result = services.upsert_recipients(db, project.id, source_id, accepted)
     db.commit()
-    return {"created": created, "updated": updated, "rejected": len(errors), "errors": errors}
+    errors += [ItemError(index=i, loc=[i], msg=msg) for i, msg in result.conflicts]
+    errors.sort(key=lambda error: error.index)
+    return {
+        "created": result.created,
+        "updated": result.updated,
+        "rejected": len(errors),
+        "errors": errors,
+    }
 
 
 @router.get("/{source_id}/recipients", response_model=list[RecipientOut])
