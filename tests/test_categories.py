@@ -93,3 +93,13 @@ def test_an_id_beyond_the_integer_range_is_404(project: ApiProject) -> None:
     response = project.client.get(f"/categories/{2**40}")
     assert response.status_code == 404
     assert response.json() == {"detail": f"category {2**40} not found"}
+
+
+def test_a_body_beyond_the_app_wide_cap_is_413_and_writes_nothing(project: ApiProject) -> None:
+    huge = b'{"title": "' + b"x" * (65 << 20) + b'"}'
+    response = project.client.post(
+        "/categories", content=huge, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert response.json() == {"detail": f"the request body exceeds {64 << 20} bytes"}
+    assert project.client.get("/categories").json() == []

@@ -8,10 +8,12 @@ actions. A campaign of another type is a 404 under a family's path.
 # No `from __future__ import annotations`: the handlers are closures, and FastAPI must
 # evaluate their annotations (which name closure variables) where they are defined.
 
+import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, status
+from starlette.types import Scope
 
 from envoi.campaigns import services
 from envoi.campaigns.forms import body_reader, openapi_body
@@ -29,6 +31,14 @@ from envoi.campaigns.schemas import (
 from envoi.campaigns.spec import PostType
 from envoi.core.campaign_states import Action
 from envoi.web.deps import CurrentProject, Db
+
+_WRITE_PATH = re.compile(r"^/api/v1/(campaigns|ab-campaigns|automated-campaigns)(/[^/]+)?$")
+
+
+def is_campaign_write(scope: Scope) -> bool:
+    """A create or rewrite, whose body may carry files up to forms.MAX_UPLOAD_BYTES."""
+    return scope["method"] in {"POST", "PUT"} and bool(_WRITE_PATH.match(scope["path"]))
+
 
 router = APIRouter()
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, FastAPI
 from sqlalchemy.engine import Engine
 
 from envoi import __version__
+from envoi.campaigns.api import is_campaign_write
 from envoi.campaigns.api import router as campaigns_router
 from envoi.categories.api import router as categories_router
 from envoi.config import Settings
@@ -22,8 +23,10 @@ from envoi.projects.services import Authenticator
 from envoi.segments.api import router as segments_router
 from envoi.segments.workers import SegmentGenerator
 from envoi.sources.api import router as sources_router
-from envoi.web.errors import install_error_handlers
+from envoi.web.errors import BodyLimitMiddleware, install_error_handlers
 from envoi.web.observability import HttpMetrics, ObservabilityMiddleware
+
+MAX_BODY_BYTES = 64 << 20
 
 health_router = APIRouter(tags=["health"])
 
@@ -64,6 +67,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.state.segment_generator = segment_generator
     install_error_handlers(app)
     metrics = HttpMetrics()
+    # No JSON body of the API comes near the cap (10,000 profiles are ~3 MiB); campaign
+    # writes carry address lists and enforce their own, larger, limit.
+    app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY_BYTES, exempt=is_campaign_write)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics)
     app.add_route("/metrics", metrics.render, include_in_schema=False)
     app.include_router(health_router)
