@@ -6,8 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ApiProject, Backend
-from tests.test_campaigns_support import (
+from tests.campaign_support import (
     CONFIG_KEYS,
     create_regular,
     data_url,
@@ -16,6 +15,7 @@ from tests.test_campaigns_support import (
     regular_body,
     stored_rows,
 )
+from tests.conftest import ApiProject, Backend
 
 FULL_CONFIG = {
     "not_check_subscription": True,

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.conftest import ApiProject, Backend
-from tests.test_campaigns_support import (
+from tests.campaign_support import (
     audience,
     create_regular,
     make_email,
     make_segment,
     regular_body,
 )
+from tests.conftest import ApiProject, Backend
 
 ACTIONS = ("start", "pause", "resume", "archive")
 # What each state allows over the API; everything else must be a 409.

@@ -7,8 +7,8 @@ from typing import Any
 from sqlalchemy import update
 
 from envoi.campaigns.models import Campaign
+from tests.campaign_support import audience, data_url, make_email, make_profiles
 from tests.conftest import ApiProject, Backend
-from tests.test_campaigns_support import audience, data_url, make_email, make_profiles
 
 
 def _campaign(

@@ -15,8 +15,7 @@ from envoi.campaigns.files import CHUNK_BYTES, open_file, store_file
 from envoi.campaigns.models import CampaignFileChunk
 from envoi.campaigns.spec import UploadedFile
 from envoi.core.csvsource import read_rows
-from tests.conftest import ApiProject, Backend
-from tests.test_campaigns_support import (
+from tests.campaign_support import (
     LIST_CSV,
     audience,
     create_regular,
@@ -26,6 +25,7 @@ from tests.test_campaigns_support import (
     regular_body,
     stored_rows,
 )
+from tests.conftest import ApiProject, Backend
 
 
 def _form(email_id: int, **fields: Any) -> dict[str, str]:

@@ -19,17 +19,9 @@ from envoi.events.models import ApiEvent
 from envoi.outbox.models import OutboxEvent
 from envoi.profiles.models import Subscription
 from tests.conftest import ApiProject, Backend
+from tests.test_conditions import FIELDS
 from tests.test_segments import add_profiles, matches
 
-FIELDS = {
-    "city": "String",
-    "pole2": "Int",
-    "score": "Float",
-    "vip": "Bool",
-    "birthday": "Date",
-    "last_seen": "DateTime",
-    "interests": "List of String",
-}
 ANN_FIELDS = {
     "city": "Paris",
     "pole2": 150,

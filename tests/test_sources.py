@@ -5,8 +5,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from tests.campaign_support import make_email
 from tests.conftest import ApiProject, Backend
-from tests.test_campaigns_support import make_email
 
 
 def _source(project: ApiProject, name: str = "Buyers") -> dict[str, Any]:

@@ -15,8 +15,8 @@ from envoi.outbox.models import OutboxEvent
 from envoi.profiles.erasure import is_erased
 from envoi.profiles.models import Erasure, Profile, Subscription
 from envoi.segments.models import Segment, SegmentMember
+from tests.campaign_support import make_email
 from tests.conftest import ApiProject, Backend
-from tests.test_campaigns_support import make_email
 from tests.test_users import declare, get_user
 
 

@@ -84,14 +84,8 @@ def create_campaign(
         state=State.DRAFT.value,
         spooler_token=secrets.token_urlsafe(24),
     )
-    _assign(campaign, spec)
     session.add(campaign)
-    session.flush()
-    _store_files(session, campaign.id, spec)
-    if spec.start_immediately:
-        _start(session, campaign, now or utcnow())
-    session.flush()
-    return campaign
+    return _save(session, campaign, spec, now)
 
 
 def rewrite_campaign(
@@ -109,7 +103,15 @@ def rewrite_campaign(
         raise Conflict(str(exc)) from None
     stored = {kind for (_, kind) in stored_files(session, [campaign.id])}
     _check_spec(session, project_id, spec, stored=stored)
+    return _save(session, campaign, spec, now)
+
+
+def _save(
+    session: Session, campaign: Campaign, spec: CampaignSpec, now: datetime | None
+) -> Campaign:
+    """Write a checked spec onto `campaign`, store its files, and start it if asked."""
     _assign(campaign, spec)
+    session.flush()  # a new campaign needs its id before its files
     _store_files(session, campaign.id, spec)
     if spec.start_immediately:
         _start(session, campaign, now or utcnow())

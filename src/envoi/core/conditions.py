@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Any, TypeAlias
 
 from envoi.core.errors import Invalid
-from envoi.core.fieldtypes import FIELD_TYPES, FieldTypeError, coerce, parse_datetime
+from envoi.core.fieldtypes import FIELD_TYPES, FieldTypeError, coerce, describe, parse_datetime
 
 Path: TypeAlias = tuple[str | int, ...]
 Scalar: TypeAlias = str | int | float | bool | datetime
@@ -160,11 +160,6 @@ def walk(node: Node) -> list[Node]:
 _KIND_LIST = ", ".join(KINDS)
 
 
-def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def _fold(field: FieldRef, value: str) -> str:
     return value.lower() if field.system and field.name in LOWER_CASE_FIELDS else value
 
@@ -236,7 +231,7 @@ class _Parser:
 
     def integer(self, raw: object, path: Path, minimum: int, maximum: int = 2**31 - 1) -> int:
         if not isinstance(raw, int) or isinstance(raw, bool):
-            raise self.fail(f"expected an integer, got {_show(raw)}", path)
+            raise self.fail(f"expected an integer, got {describe(raw)}", path)
         if not minimum <= raw <= maximum:
             raise self.fail(f"expected an integer from {minimum} to {maximum}", path)
         return raw
@@ -324,7 +319,7 @@ class _Parser:
         if raw is None:
             raise self.fail("null matches nothing; use op exists with false", path)
         if isinstance(raw, list | dict):
-            raise self.fail(f"expected a single {field.type} value, got {_show(raw)}", path)
+            raise self.fail(f"expected a single {field.type} value, got {describe(raw)}", path)
         try:
             if field.system and field.type == "DateTime":
                 return parse_datetime(raw)  # compared with the column's own type

@@ -51,7 +51,8 @@ class FieldTypeError(ValueError):
     """A value that cannot be stored as the declared type; the text says why."""
 
 
-def _describe(value: object) -> str:
+def describe(value: object) -> str:
+    """A value as error messages quote it: its repr, cut to 60 characters."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -66,7 +67,7 @@ def to_string(value: object) -> str:
         return value
     if _is_number(value):
         return str(value)
-    raise FieldTypeError(f"expected a string, got {_describe(value)}")
+    raise FieldTypeError(f"expected a string, got {describe(value)}")
 
 
 def to_int(value: object) -> int:
@@ -78,9 +79,9 @@ def to_int(value: object) -> int:
     elif isinstance(value, str) and _INT_TEXT.match(value.strip()):
         result = int(value.strip())
     if result is None:
-        raise FieldTypeError(f"expected an integer, got {_describe(value)}")
+        raise FieldTypeError(f"expected an integer, got {describe(value)}")
     if not INT_MIN <= result <= INT_MAX:
-        raise FieldTypeError(f"integer {_describe(value)} is out of the 64-bit range")
+        raise FieldTypeError(f"integer {describe(value)} is out of the 64-bit range")
     return result
 
 
@@ -94,7 +95,7 @@ def to_float(value: object) -> float:
     elif isinstance(value, str) and _FLOAT_TEXT.match(value.strip()):
         result = float(value.strip())
     if result is None or not math.isfinite(result):
-        raise FieldTypeError(f"expected a number, got {_describe(value)}")
+        raise FieldTypeError(f"expected a number, got {describe(value)}")
     return result
 
 
@@ -109,7 +110,7 @@ def to_bool(value: object) -> bool:
             return True
         if text in _FALSE:
             return False
-    raise FieldTypeError(f"expected true or false, got {_describe(value)}")
+    raise FieldTypeError(f"expected true or false, got {describe(value)}")
 
 
 def to_date(value: object) -> str:
@@ -118,7 +119,7 @@ def to_date(value: object) -> str:
             return date.fromisoformat(value.strip()).isoformat()
         except ValueError:
             pass
-    raise FieldTypeError(f"expected a date YYYY-MM-DD, got {_describe(value)}")
+    raise FieldTypeError(f"expected a date YYYY-MM-DD, got {describe(value)}")
 
 
 def parse_datetime(value: object) -> datetime:
@@ -131,7 +132,7 @@ def parse_datetime(value: object) -> datetime:
             return parsed.astimezone(UTC)
         except (ValueError, OverflowError):
             pass
-    raise FieldTypeError(f"expected an ISO 8601 date-time, got {_describe(value)}")
+    raise FieldTypeError(f"expected an ISO 8601 date-time, got {describe(value)}")
 
 
 def format_datetime(value: datetime) -> str:
@@ -157,11 +158,11 @@ def to_datetime(value: object) -> str:
 
 def to_string_list(value: object) -> list[str]:
     if not isinstance(value, list):
-        raise FieldTypeError(f"expected a list of strings, got {_describe(value)}")
+        raise FieldTypeError(f"expected a list of strings, got {describe(value)}")
     result = []
     for item in value:
         if not (isinstance(item, str) or _is_number(item)):
-            raise FieldTypeError(f"expected a list of strings, got the item {_describe(item)}")
+            raise FieldTypeError(f"expected a list of strings, got the item {describe(item)}")
         result.append(str(item))
     return result
 

@@ -8,11 +8,6 @@ LANGUAGES: tuple[str, ...] = ("ru", "en", "de", "fr", "it", "es", "tr", "pl", "z
 LANGUAGE_ALIASES: dict[str, str] = {"zn": "zh"}
 
 
-def suffixed(base: str) -> list[str]:
-    """`title` -> ["title_ru", "title_en", ...] in the seed's order."""
-    return [f"{base}_{lang}" for lang in LANGUAGES]
-
-
 def canonical_key(key: str) -> str:
     """Map `title_zn` to `title_zh`; any other key is returned unchanged."""
     head, sep, lang = key.rpartition("_")
