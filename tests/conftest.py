@@ -66,6 +66,8 @@ def backend(
             secret_key="test-secret-key",
             public_url="http://envoi.test",
             auth_max_failures=1_000_000,  # every test client shares 127.0.0.1
+            # Delivery tests run their own workers against their own SMTP peer.
+            deliver_in_process=False,
         )
         app = create_app(settings, engine)
         base_url = stack.enter_context(ServerThread(app))

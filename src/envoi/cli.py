@@ -13,7 +13,9 @@ from sqlalchemy.engine import make_url
 from envoi.config import Settings
 from envoi.core.errors import EnvoiError
 from envoi.db.session import make_engine, make_sessionmaker, transaction, upgrade
+from envoi.delivery.cli import dkim_app
 from envoi.projects import services as projects
+from envoi.routers.cli import router_app
 from envoi.web.app import create_app
 from envoi.web.observability import configure_logging
 
@@ -22,6 +24,8 @@ db_app = typer.Typer(help="The OLTP store.")
 project_app = typer.Typer(help="Projects (tenants) and their API credentials.")
 app.add_typer(db_app, name="db")
 app.add_typer(project_app, name="project")
+app.add_typer(router_app, name="router")
+app.add_typer(dkim_app, name="dkim")
 
 
 def _settings() -> Settings:

@@ -47,6 +47,27 @@ class Settings(BaseSettings):
         description="Failed Basic-auth attempts a client address may make per minute; "
         "beyond that it gets 429 until the minute has passed.",
     )
+    bounce_domain: str = Field(
+        default="localhost",
+        description="Domain of VERP return paths (`bounces+TOKEN@DOMAIN`) and mailto "
+        "unsubscribe addresses, for projects that set none of their own. Its MX must point "
+        "at ENVOI_SMTP_LISTEN so bounces come back.",
+    )
+    default_router: str = Field(
+        default="capture",
+        description="Router used when a project has no matching rule and no default of its "
+        "own: the name of a shared router, or `capture` (keep mail locally, send nothing).",
+    )
+    deliver_in_process: bool = Field(
+        default=True,
+        description="Whether `envoi serve` runs the delivery worker itself. Turn off when "
+        "separate `envoi worker` processes do the sending.",
+    )
+    worker_connections: int = Field(
+        default=16,
+        description="SMTP sessions a delivery worker keeps open at once, over all routers "
+        "(each router's and destination's own limits apply within it).",
+    )
     var_dir: Path = Field(
         default=Path("./var"),
         description="Directory for the embedded databases and the generated secret key.",

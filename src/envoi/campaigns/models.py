@@ -52,6 +52,10 @@ class Campaign(Base):
     # What the last audience build found: counts and the rejected CSV lines.
     audience_summary: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Spool building (spool/services.py), done in batches by a worker after the start:
+    # the last audience row spooled, and when the whole audience was.
+    spool_cursor: Mapped[int | None] = mapped_column(Integer)
+    spool_built_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[created_at]
     updated_at: Mapped[updated_at]
 

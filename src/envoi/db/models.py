@@ -4,20 +4,26 @@ from envoi.campaigns.models import AudienceMember, Campaign, CampaignFile
 from envoi.categories.models import Category
 from envoi.db.base import Base
 from envoi.emails.models import Email, EmailAsset, EmailContent
+from envoi.delivery.models import DkimKey
 from envoi.events.models import ApiEvent
 from envoi.outbox.models import OutboxEvent
 from envoi.profiles.models import Erasure, Profile, ProfileField, Subscription
 from envoi.projects.models import Project
+from envoi.quarantine.models import QuarantineEntry
+from envoi.routers.models import CapturedMessage, Router, RoutingRule
 from envoi.segments.models import Segment, SegmentMember
 from envoi.sources.models import Source, SourceRecipient
+from envoi.spool.models import SpoolEntry
 
 __all__ = [
     "ApiEvent",
     "AudienceMember",
     "Base",
     "Campaign",
+    "CapturedMessage",
     "CampaignFile",
     "Category",
+    "DkimKey",
     "Email",
     "EmailAsset",
     "EmailContent",
@@ -26,9 +32,13 @@ __all__ = [
     "Profile",
     "ProfileField",
     "Project",
+    "QuarantineEntry",
+    "Router",
+    "RoutingRule",
     "Segment",
     "SegmentMember",
     "Source",
     "SourceRecipient",
+    "SpoolEntry",
     "Subscription",
 ]

@@ -21,6 +21,9 @@ class Project(Base):
     access_token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     # CIDR strings; an empty list allows every client address.
     allowed_ips: Mapped[list[str]] = mapped_column(default=list, type_=JSONType)
+    # Domain of the VERP return path (`bounces+TOKEN@`) and the mailto unsubscribe;
+    # NULL: the operator's ENVOI_BOUNCE_DOMAIN.
+    bounce_domain: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[created_at]
 
     def __repr__(self) -> str:

@@ -14,12 +14,15 @@ from envoi.campaigns.api import router as campaigns_router
 from envoi.categories.api import router as categories_router
 from envoi.config import Settings
 from envoi.db.session import make_engine, make_sessionmaker
+from envoi.delivery.workers import DeliveryService
 from envoi.emails.api import assets_router
 from envoi.emails.api import router as emails_router
 from envoi.events.api import router as events_router
 from envoi.profiles.api import fields_router
 from envoi.profiles.api import router as users_router
 from envoi.projects.services import Authenticator
+from envoi.quarantine.api import router as quarantine_router
+from envoi.routers.api import router as routers_router
 from envoi.segments.api import router as segments_router
 from envoi.segments.workers import SegmentGenerator
 from envoi.sources.api import router as sources_router
@@ -42,14 +45,19 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     engine = engine or make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
     segment_generator = SegmentGenerator(sessions)
+    delivery = DeliveryService(settings, sessions) if settings.deliver_in_process else None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # Background workers live exactly as long as the server.
         segment_generator.start()
+        if delivery is not None:
+            delivery.start()
         try:
             yield
         finally:
+            if delivery is not None:
+                delivery.stop()
             segment_generator.stop()
 
     app = FastAPI(
@@ -82,6 +90,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         campaigns_router,
         sources_router,
         events_router,
+        routers_router,
+        quarantine_router,
     ):
         app.include_router(router, prefix="/api/v1")
     app.include_router(assets_router)
