@@ -98,3 +98,21 @@ def test_db_upgrade() -> None:
     result = runner.invoke(app, ["db", "upgrade"])
     assert result.exit_code == 0
     assert "database at head" in result.output
+
+
+def test_project_bounce_domain_is_set_checked_and_cleared(database: str) -> None:
+    created = invoke("project", "create", "Shop")
+    assert isinstance(created, dict)
+    project_id = str(created["id"])
+    assert invoke("project", "bounce-domain", project_id, "Bounces.Example.COM.") == {
+        "id": created["id"],
+        "bounce_domain": "bounces.example.com",
+    }
+    refused = runner.invoke(app, ["project", "bounce-domain", project_id, "not a domain"])
+    assert refused.exit_code == 1
+    assert "is not a domain name" in refused.output
+    # Cleared: the operator's ENVOI_BOUNCE_DOMAIN applies again.
+    assert invoke("project", "bounce-domain", project_id) == {
+        "id": created["id"],
+        "bounce_domain": "localhost",
+    }

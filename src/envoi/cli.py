@@ -134,6 +134,26 @@ def project_allow_ip(
     _print({"id": project_id, "allowed_ips": allowed})
 
 
+@project_app.command("bounce-domain")
+def project_bounce_domain(
+    project_id: int,
+    domain: Annotated[
+        str | None, typer.Argument(help="Domain; none falls back to ENVOI_BOUNCE_DOMAIN")
+    ] = None,
+) -> None:
+    """Set the domain of a project's VERP return paths (its MX must reach envoi's SMTP)."""
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    try:
+        with transaction(make_sessionmaker(engine)) as session:
+            chosen = projects.set_bounce_domain(session, project_id, domain)
+    except EnvoiError as exc:
+        raise _fail(exc) from None
+    finally:
+        engine.dispose()
+    _print({"id": project_id, "bounce_domain": chosen or settings.bounce_domain})
+
+
 @project_app.command("rotate-secret")
 def project_rotate_secret(
     project_id: int,

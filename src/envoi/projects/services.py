@@ -118,6 +118,21 @@ def set_allowed_ips(session: Session, project_id: int, cidrs: Iterable[str]) -> 
     return project.allowed_ips
 
 
+# A DNS name of at least two labels (RFC 1035 letters, digits, hyphens; no IP literals).
+_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+
+
+def set_bounce_domain(session: Session, project_id: int, domain: str | None) -> str | None:
+    """The domain of the project's VERP return paths; None falls back to the operator's."""
+    project = get_project(session, project_id)
+    if domain is not None:
+        domain = domain.strip().lower().rstrip(".")
+        if not _DOMAIN.match(domain):
+            raise Invalid(f"{domain!r} is not a domain name", ("bounce_domain",))
+    project.bounce_domain = domain
+    return domain
+
+
 def address_allowed(allowed_ips: list[str], client_host: str | None) -> bool:
     if not allowed_ips:
         return True
