@@ -133,6 +133,7 @@ def test_config_defaults_and_unknown_keys(backend: Backend, project: ApiProject)
         {"min_send_interval": "soon"},
         {"hook_url_template": "ftp://example.com/x"},
         {"hook_url_template": "not a url"},
+        {"hook_url_template": "https://{{ domain }}.example.com/x"},
         "{not json",
         [1, 2],
     ):

@@ -100,7 +100,8 @@ def test_db_upgrade() -> None:
     assert "database at head" in result.output
 
 
-def test_project_bounce_domain_is_set_checked_and_cleared(database: str) -> None:
+@pytest.mark.usefixtures("database")
+def test_project_bounce_domain_is_set_checked_and_cleared() -> None:
     created = invoke("project", "create", "Shop")
     assert isinstance(created, dict)
     project_id = str(created["id"])

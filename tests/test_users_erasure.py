@@ -15,6 +15,7 @@ from envoi.outbox.models import OutboxEvent
 from envoi.profiles.erasure import is_erased
 from envoi.profiles.models import Erasure, Profile, Subscription
 from envoi.segments.models import Segment, SegmentMember
+from envoi.spool.models import SpoolEntry
 from tests.campaign_support import make_email
 from tests.conftest import ApiProject, Backend
 from tests.test_users import declare, get_user
@@ -275,3 +276,59 @@ def test_erasure_is_scoped_to_the_project(
     with backend.sessions() as session:
         assert is_erased(session, project.id, "email", "ann@example.com")
         assert not is_erased(session, other_project.id, "email", "ann@example.com")
+
+
+def test_erasure_stops_pending_sends_and_strips_the_spool(
+    backend: Backend, project: ApiProject
+) -> None:
+    project.client.post("/users", json={"email": "ann@example.com", "uid": "ann"})
+    profile_id = get_user(project, email="ann@example.com")["id"]
+    email_id = make_email(backend, project)
+    now = datetime.now(UTC)
+    with transaction(backend.sessions) as session:
+        campaign = Campaign(
+            project_id=project.id,
+            post_type="S",
+            message_id=email_id,
+            source_type="U",
+            state="running",
+            spooler_token=secrets.token_urlsafe(24),
+        )
+        session.add(campaign)
+        session.flush()
+        rows = {
+            state: SpoolEntry(
+                project_id=project.id,
+                campaign_id=campaign.id,
+                email_id=email_id,
+                profile_id=profile_id if state != "deferred" else None,
+                recipient="ann@example.com",
+                params={"first_name": "Ann"},
+                state=state,
+                not_before=now,
+                lease_owner="worker-1" if state in ("leased", "sending") else None,
+            )
+            for state in ("queued", "leased", "deferred", "sending", "delivered")
+        }
+        session.add_all(rows.values())
+        session.flush()
+        ids = {state: row.id for state, row in rows.items()}
+
+    assert project.client.delete("/users", params={"email": "ann@example.com"}).status_code == 204
+
+    with backend.sessions() as session:
+        after = {state: session.get(SpoolEntry, row_id) for state, row_id in ids.items()}
+    states = {state: (row.state, row.reason) for state, row in after.items() if row}
+    assert states == {
+        "queued": ("quarantined", "gdpr"),
+        "leased": ("quarantined", "gdpr"),  # its worker's lease is gone: it never sends it
+        "deferred": ("quarantined", "gdpr"),  # found by address, without a profile link
+        "sending": ("sending", None),  # already in an SMTP session: its outcome is recorded
+        "delivered": ("delivered", None),
+    }
+    for row in after.values():
+        assert row is not None
+        assert (row.recipient, row.profile_id, row.params) == (None, None, {})
+    leased = after["leased"]
+    assert leased is not None
+    assert leased.lease_owner is None

@@ -15,7 +15,7 @@ from envoi.core.errors import EnvoiError
 from envoi.db.session import make_engine, make_sessionmaker, transaction, upgrade
 from envoi.delivery.cli import dkim_app
 from envoi.projects import services as projects
-from envoi.routers.cli import router_app
+from envoi.routers.cli import captured_command, router_app
 from envoi.web.app import create_app
 from envoi.web.observability import configure_logging
 
@@ -26,6 +26,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(project_app, name="project")
 app.add_typer(router_app, name="router")
 app.add_typer(dkim_app, name="dkim")
+app.command("captured")(captured_command)
 
 
 def _settings() -> Settings:

@@ -68,6 +68,37 @@ class Settings(BaseSettings):
         description="SMTP sessions a delivery worker keeps open at once, over all routers "
         "(each router's and destination's own limits apply within it).",
     )
+    worker_lease_seconds: float = Field(
+        default=60.0,
+        description="How long a delivery worker's claim on spool rows lasts. Rows of a worker "
+        "that died are taken over once it ends: leased rows silently, rows that were being "
+        "sent as `uncertain` (they may have left). Must exceed the slowest SMTP transaction.",
+    )
+    worker_batch: int = Field(
+        default=500,
+        description="Spool rows a delivery worker claims in one query (profiles are loaded "
+        "for them in one query too). Smaller batches share a campaign more evenly between "
+        "workers; larger ones cost fewer queries.",
+    )
+    worker_build_batch: int = Field(
+        default=1000,
+        description="Audience rows turned into spool rows per transaction while a campaign's "
+        "spool is built (the build is interleaved with sending, one batch at a time).",
+    )
+    worker_poll_seconds: float = Field(
+        default=0.5,
+        description="How often an idle delivery worker looks for due rows, planned campaigns "
+        "and unbuilt spools, and how stale its view of paused campaigns may get.",
+    )
+    router_trusted_hosts: str = Field(
+        default="",
+        description="Comma-separated host names, addresses or CIDR networks that projects' "
+        "smtp and mx routers may connect to although they are private (a relay on the "
+        "operator's network; 127.0.0.1 for a local test SMTP server). Other private "
+        "addresses are refused, so a project cannot make the workers probe the operator's "
+        "network; shared routers and those the operator allowed with `envoi router set ID "
+        "--allow-private-network` may reach any address.",
+    )
     var_dir: Path = Field(
         default=Path("./var"),
         description="Directory for the embedded databases and the generated secret key.",
@@ -85,6 +116,11 @@ class Settings(BaseSettings):
         path.write_text(key + "\n")
         path.chmod(0o600)
         return key
+
+    @property
+    def trusted_hosts(self) -> tuple[str, ...]:
+        """`router_trusted_hosts` as a list."""
+        return tuple(h.strip() for h in self.router_trusted_hosts.split(",") if h.strip())
 
     @property
     def http_host(self) -> str:

@@ -49,6 +49,9 @@ def _hook_url(value: str) -> str:
     parts = urlsplit(filled)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError("must be an http:// or https:// URL (placeholders allowed)")
+    # Recipient data must never choose where the request goes (delivery refuses it too).
+    if _PLACEHOLDER.search(urlsplit(value.strip()).netloc):
+        raise ValueError("placeholders are allowed in the path and query, not in the host")
     if any(c.isspace() for c in filled):
         raise ValueError("must not contain spaces outside placeholders")
     return value.strip()

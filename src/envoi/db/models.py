@@ -3,8 +3,8 @@
 from envoi.campaigns.models import AudienceMember, Campaign, CampaignFile
 from envoi.categories.models import Category
 from envoi.db.base import Base
-from envoi.emails.models import Email, EmailAsset, EmailContent
 from envoi.delivery.models import DkimKey
+from envoi.emails.models import Email, EmailAsset, EmailContent
 from envoi.events.models import ApiEvent
 from envoi.outbox.models import OutboxEvent
 from envoi.profiles.models import Erasure, Profile, ProfileField, Subscription
@@ -20,8 +20,8 @@ __all__ = [
     "AudienceMember",
     "Base",
     "Campaign",
-    "CapturedMessage",
     "CampaignFile",
+    "CapturedMessage",
     "Category",
     "DkimKey",
     "Email",

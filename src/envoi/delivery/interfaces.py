@@ -16,12 +16,15 @@ class SmtpReply:
     """The final answer to one message: the server's, or a synthesised one.
 
     `code` 0 means no SMTP answer at all (connection refused, dropped, timed out):
-    a temporary failure, like a 4xx.
+    a temporary failure, like a 4xx. `uncertain`: the message was sent whole but its
+    answer never came (no reply after the final dot), so the server may have taken
+    it; a retry may deliver it twice.
     """
 
     code: int
     status: str | None  # RFC 3463 enhanced status code, e.g. "5.1.1"
     text: str
+    uncertain: bool = False
 
     @property
     def outcome(self) -> str:

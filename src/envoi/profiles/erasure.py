@@ -2,7 +2,9 @@
 
 `erase_profile` deletes the profile (the database cascades its subscriptions, API
 events and segment memberships), strips it from the event outbox, deletes the
-campaign audience rows and API-source recipients that name the person, and stores
+campaign audience rows and API-source recipients that name the person, takes it out
+of the spool (a pending row becomes `quarantined` with reason `gdpr`, every row loses
+the address), and stores
 one `Erasure` row per identifier it had, so delivery can refuse to mail it again
 (`is_erased`). A later explicit users upsert naming an erased identifier means the
 customer registered the person again: it lifts that erasure (`lift_erasures`).
@@ -24,6 +26,7 @@ from envoi.outbox.models import OutboxEvent
 from envoi.profiles.batching import chunks
 from envoi.profiles.models import Erasure, Profile
 from envoi.sources.models import Source, SourceRecipient
+from envoi.spool.models import SpoolEntry
 
 
 class Erased(Conflict):
@@ -38,6 +41,7 @@ def erase_profile(session: Session, project_id: int, profile: Profile) -> None:
     pairs = identifiers_of(profile)
     _forget_in_outbox(session, project_id, profile.id, pairs)
     _forget_in_audiences(session, project_id, profile.id, pairs)
+    _forget_in_spool(session, project_id, profile.id, pairs)
     _forget_in_sources(session, project_id, pairs)
     hashes = {erasure_hash(name, value) for name, value in pairs}
     known = set(
@@ -94,6 +98,29 @@ def _forget_in_audiences(
         .execution_options(synchronize_session=False)
     )
     session.execute(statement)
+
+
+def _forget_in_spool(
+    session: Session, project_id: int, profile_id: int, pairs: Sequence[tuple[str, str]]
+) -> None:
+    # Rows not yet handed to SMTP are stopped (`leased` ones too: the worker's record
+    # only touches rows still leased or sending by it); rows in flight or done keep
+    # their state for statistics. None keeps the address or the parameters.
+    emails = [value for name, value in pairs if name == "email"]
+    names = or_(SpoolEntry.profile_id == profile_id, SpoolEntry.recipient.in_(emails))
+    in_project = SpoolEntry.project_id == project_id
+    session.execute(
+        update(SpoolEntry)
+        .where(in_project, names, SpoolEntry.state.in_(("queued", "leased", "deferred")))
+        .values(state="quarantined", reason="gdpr", lease_owner=None, lease_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(SpoolEntry)
+        .where(in_project, names)
+        .values(recipient=None, profile_id=None, params={})
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _forget_in_sources(session: Session, project_id: int, pairs: Sequence[tuple[str, str]]) -> None:
