@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 from envoi.config import Settings
 from envoi.core.errors import EnvoiError
 from envoi.db.session import make_engine, make_sessionmaker, transaction, upgrade
-from envoi.delivery.cli import dkim_app
+from envoi.delivery.cli import dkim_app, worker_command
 from envoi.projects import services as projects
 from envoi.routers.cli import captured_command, router_app
 from envoi.web.app import create_app
@@ -27,6 +27,7 @@ app.add_typer(project_app, name="project")
 app.add_typer(router_app, name="router")
 app.add_typer(dkim_app, name="dkim")
 app.command("captured")(captured_command)
+app.command("worker")(worker_command)
 
 
 def _settings() -> Settings:
