@@ -126,8 +126,11 @@ def record(backend: Backend, results: list[Result], now: datetime, owner: str = 
 
 
 def send(backend: Backend, now: datetime, owner: str = OWNER) -> list[Claim]:
-    """Claim every due row and mark it sending, as a worker does before SMTP."""
-    claims = claim(backend, now, owner=owner)
+    """Claim every due row and mark it sending, as a worker does before SMTP.
+
+    In id order: a claim's order among rows of equal priority and time is the index's,
+    which PostgreSQL does not promise, and tests compare lists."""
+    claims = sorted(claim(backend, now, owner=owner), key=lambda c: c.id)
     ids = [c.id for c in claims]
     run(backend, lambda s: spool.mark_sending(s, owner, ids, now))
     return claims
