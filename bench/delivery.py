@@ -218,15 +218,22 @@ class WorkerRun:
     system_s: float  # of which in the kernel
 
 
-def run_workers(env: dict[str, str], count: int, connections: int, log: IO[str]) -> WorkerRun:
-    """Run `count` workers until they exit."""
+def run_workers(
+    env: dict[str, str], count: int, connections: int, log: IO[str], profile: Path | None
+) -> WorkerRun:
+    """Run `count` workers until they exit; under py-spy when `profile` names a folder
+    (one collapsed-stack file per worker; py-spy is not a dependency: pip install it)."""
     command = [str(ENVOI), "worker", "--once", "--connections", str(connections)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
-    workers = [
-        subprocess.Popen(command, env=env, stdout=log, stderr=log)  # noqa: S603
-        for _ in range(count)
-    ]
+    workers = []
+    for index in range(count):
+        spy: list[str] = []
+        if profile is not None:
+            output = profile / f"worker-{index}.txt"
+            spy = [str(ENVOI.parent / "py-spy"), "record", "-r", "250", "--format", "raw"]
+            spy += ["-o", str(output), "--"]
+        workers.append(subprocess.Popen([*spy, *command], env=env, stdout=log, stderr=log))  # noqa: S603
     peak = 0
     while any(worker.poll() is None for worker in workers):
         for worker in workers:
@@ -332,7 +339,7 @@ def deliver(setup: Setup, args: argparse.Namespace) -> dict[str, str]:
     sink_cpu = cpu_seconds(setup.sink_pid)
     log_path = setup.settings.var_dir / "workers.log"
     with log_path.open("w") as log:
-        run = run_workers(worker_env(setup), args.workers, args.connections, log)
+        run = run_workers(worker_env(setup), args.workers, args.connections, log, args.profile)
     sink_cpu = cpu_seconds(setup.sink_pid) - sink_cpu
     delivered, last = delivery_window(setup.sessions, setup.campaign_id)
     if delivered != args.recipients:
@@ -368,6 +375,7 @@ def main() -> None:
         help="build the whole spool (timed) before the workers start, instead of letting "
         "them build it while they send",
     )
+    parser.add_argument("--profile", type=Path, help="py-spy each worker into this folder")
     parser.add_argument("--build-batch", type=int, default=1000, help="with --prebuilt-spool")
     args = parser.parse_args()
     for tool in (SINK, SOURCE):

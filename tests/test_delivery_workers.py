@@ -1,16 +1,24 @@
 """`envoi worker` processes: sharing a campaign on PostgreSQL, stopping gracefully,
-serving metrics."""
+serving metrics; and how a worker shares its database thread between building a spool
+and sending it."""
 
 from __future__ import annotations
 
 import signal
 import socket
 from collections import Counter
+from collections.abc import Callable
+from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.orm import Session
 
+from envoi.config import Settings
+from envoi.delivery import workers
+from envoi.delivery.commits import DatabaseThread
 from envoi.testing.databases import sqlite_url, temporary_postgres_database
 from envoi.testing.smtppeer import SmtpPeer
 from tests.conftest import POSTGRES_URL
@@ -19,6 +27,7 @@ from tests.delivery_support import (
     create_email,
     create_smtp_router,
     log_lines,
+    running_worker,
     standalone,
     start_campaign,
     start_worker,
@@ -102,3 +111,44 @@ def test_sigterm_finishes_what_is_in_flight_and_releases_the_rest(tmp_path: Path
         received = Counter(peer.recipients())
     assert set(received) == set(addresses)
     assert set(received.values()) == {1}
+
+
+def test_building_a_spool_leaves_the_database_thread_to_sending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Build steps and the sending path's group commits take turns on the worker's one
+    database thread. Back to back, build steps would leave one commit between two of
+    them, so one message per lane per step while a large spool is built; the spooler
+    pauses after each step while rows are being sent, and commits run meanwhile."""
+    units: list[str] = []  # the database thread's units of work, in the order they ran
+    timed = DatabaseThread._timed
+
+    def recorded(self: DatabaseThread, operation: str, fn: Callable[[Session], Any]) -> Any:
+        if fn is not workers.analyze_spool:
+            units.append(operation)
+        return timed(self, operation, fn)
+
+    monkeypatch.setattr(DatabaseThread, "_timed", recorded)
+    addresses = [f"ok{i}@example.com" for i in range(3000)]
+    url = sqlite_url(tmp_path)
+    with SmtpPeer() as peer, standalone(url, tmp_path) as envoi:
+        create_smtp_router(envoi.client, peer, max_connections=8)
+        email_id = create_email(envoi.client)
+        campaign = start_campaign(envoi.client, email_id, addresses)
+        settings = Settings(
+            database_url=url,
+            var_dir=tmp_path,
+            secret_key=envoi.env["ENVOI_SECRET_KEY"],
+            public_url=envoi.env["ENVOI_PUBLIC_URL"],
+            worker_build_batch=300,
+            worker_connections=8,
+        )
+        with running_worker(settings, envoi.sessions):
+            wait_until(lambda: campaign_state(envoi.client, campaign["id"]) == "finished", 120)
+        assert state_counts(envoi.sessions, campaign["id"]) == {"delivered": len(addresses)}
+    steps = [i for i, unit in enumerate(units) if unit == "build"]
+    commits_between = [units[a:b].count("flush") for a, b in pairwise(steps)]
+    assert len(steps) >= 9, units
+    # Once rows are being sent (the first steps may come before any claim), commits run
+    # between two build steps: one only, without the pause.
+    assert sorted(commits_between)[len(commits_between) // 2] >= 2, commits_between

@@ -60,6 +60,19 @@ def test_reply_parsing() -> None:
 def test_dot_stuffing_and_line_ends() -> None:
     assert dot_stuffed(b"a\r\n.b\r\n") == b"a\r\n..b\r\n.\r\n"
     assert dot_stuffed(b".top\nbare lf\rbare cr") == b"..top\r\nbare lf\r\nbare cr\r\n.\r\n"
+    assert dot_stuffed(b"") == b".\r\n"
+    # Every bare CR or LF is found, wherever it is (first and last bytes included).
+    for data, normalised in [
+        (b"\n", b"\r\n"),
+        (b"\r", b"\r\n"),
+        (b"\na\r\n", b"\r\na\r\n"),
+        (b"a\r\nb\r", b"a\r\nb\r\n"),
+        (b"a\n\rb\r\n", b"a\r\n\r\nb\r\n"),
+        (b"a\r\r\nb\r\n", b"a\r\n\r\nb\r\n"),
+        (b"a\r\n\nb\r\n", b"a\r\n\r\nb\r\n"),
+        (b"a\r\n\r\n.\r\n", b"a\r\n\r\n..\r\n"),
+    ]:
+        assert dot_stuffed(data) == normalised + b".\r\n", data
 
 
 # -- the peer's behaviours through the relay transport ------------------------------------
@@ -257,6 +270,59 @@ def test_the_answer_to_the_message_has_its_own_timeout() -> None:
     assert time.monotonic() - started < 3
     assert (reply.code, reply.outcome) == (0, "tempfail")
     assert "may have been delivered" in reply.text
+
+
+def test_a_server_silent_after_the_greeting_times_out() -> None:
+    def never_answers_mail(client: Client) -> None:
+        client.greet()
+        client.expect(b"MAIL")
+        client.wait_closed()
+
+    with ScriptedServer(never_answers_mail) as server:
+        started = time.monotonic()
+        [reply] = run(lambda: send_all(relay(server, timeout=0.3), ["ok@a.test"]))
+    assert time.monotonic() - started < 3
+    assert (reply.code, reply.outcome) == (0, "tempfail")
+    assert reply.text == f"timed out waiting for {server.host}:{server.port}"
+    assert not reply.uncertain
+
+
+def test_each_wait_of_a_session_has_its_own_deadline() -> None:
+    """One session, three messages: the answer to the first message comes after longer
+    than `timeout` but within `data_timeout`; the second is answered at once; the envelope
+    of the third never is, and times out after `timeout`, not `data_timeout`."""
+
+    def answers(client: Client) -> None:
+        client.greet()
+        client.envelope()
+        client.message()
+        time.sleep(1.0)
+        client.send(b"250 2.0.0 queued late\r\n")
+        client.accept()
+        client.expect(b"MAIL")
+        client.wait_closed()
+
+    with ScriptedServer(answers) as server:
+        transport = relay(server, timeout=0.5, data_timeout=20)
+
+        async def timed() -> list[tuple[SmtpReply, float]]:
+            results = []
+            try:
+                for recipient in ["a@a.test", "b@a.test", "c@a.test"]:
+                    started = time.monotonic()
+                    reply = await transport.send(envelope(recipient), MESSAGE)
+                    results.append((reply, time.monotonic() - started))
+            finally:
+                await transport.close()
+            return results
+
+        (late, late_s), (prompt, _), (silent, silent_s) = run(timed)
+    assert server.connections == 1
+    assert (late.code, late.text, late_s > 0.9) == (250, "queued late", True)
+    assert prompt.code == 250
+    assert silent.code == 0
+    assert "timed out" in silent.text
+    assert silent_s < 10
 
 
 # -- what a server may not send --------------------------------------------------------------

@@ -1,23 +1,25 @@
-"""The `envoi` command: serve, migrate, and manage projects."""
+"""The `envoi` command: serve, migrate, and manage projects.
+
+Each command imports what it needs when it runs: importing the web application (FastAPI,
+every schema) took about two seconds of CPU, which `envoi worker` and short commands
+like `envoi project list` should not pay. Keep the imports at the top of this module
+and of the sub-command modules (`delivery.cli`, `routers.cli`) light.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-import uvicorn
-from sqlalchemy.engine import make_url
 
-from envoi.config import Settings
 from envoi.core.errors import EnvoiError
-from envoi.db.session import make_engine, make_sessionmaker, transaction, upgrade
 from envoi.delivery.cli import dkim_app, worker_command
-from envoi.projects import services as projects
 from envoi.routers.cli import captured_command, router_app
-from envoi.web.app import create_app
-from envoi.web.observability import configure_logging
+
+if TYPE_CHECKING:
+    from envoi.config import Settings
 
 app = typer.Typer(help="envoi: self-hosted email campaigns with a first-class statistics engine.")
 db_app = typer.Typer(help="The OLTP store.")
@@ -31,10 +33,14 @@ app.command("worker")(worker_command)
 
 
 def _settings() -> Settings:
+    from envoi.config import Settings  # noqa: PLC0415 - see the module docstring
+
     return Settings()
 
 
 def _redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url  # noqa: PLC0415
+
     return make_url(url).render_as_string(hide_password=True)
 
 
@@ -50,6 +56,12 @@ def _fail(exc: EnvoiError) -> typer.Exit:
 @app.command()
 def serve() -> None:
     """Apply migrations, then serve every HTTP surface on ENVOI_HTTP_LISTEN."""
+    import uvicorn  # noqa: PLC0415 - see the module docstring
+
+    from envoi.db.session import upgrade  # noqa: PLC0415
+    from envoi.web.app import create_app  # noqa: PLC0415
+    from envoi.web.observability import configure_logging  # noqa: PLC0415
+
     settings = _settings()
     configure_logging()
     settings.resolved_secret_key()
@@ -71,6 +83,8 @@ def serve() -> None:
 @db_app.command("upgrade")
 def db_upgrade(revision: str = "head") -> None:
     """Apply Alembic migrations up to REVISION (default: the newest)."""
+    from envoi.db.session import upgrade  # noqa: PLC0415
+
     settings = _settings()
     upgrade(settings.database_url, revision)
     typer.echo(f"database at {revision}")
@@ -90,6 +104,9 @@ def project_create(
     ] = None,
 ) -> None:
     """Create a project and print its credentials as JSON (the secrets are shown only once)."""
+    from envoi.db.session import make_engine, make_sessionmaker, transaction, upgrade  # noqa: PLC0415
+    from envoi.projects import services as projects  # noqa: PLC0415
+
     settings = _settings()
     upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
@@ -106,6 +123,9 @@ def project_create(
 @project_app.command("list")
 def project_list() -> None:
     """List projects as JSON (without secrets)."""
+    from envoi.db.session import make_engine, make_sessionmaker, transaction, upgrade  # noqa: PLC0415
+    from envoi.projects import services as projects  # noqa: PLC0415
+
     settings = _settings()
     upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
@@ -124,6 +144,9 @@ def project_allow_ip(
     cidr: Annotated[list[str] | None, typer.Argument(help="CIDRs; none clears the list")] = None,
 ) -> None:
     """Replace a project's allowlist of client addresses (empty: any address)."""
+    from envoi.db.session import make_engine, make_sessionmaker, transaction  # noqa: PLC0415
+    from envoi.projects import services as projects  # noqa: PLC0415
+
     settings = _settings()
     engine = make_engine(settings.database_url)
     try:
@@ -144,6 +167,9 @@ def project_bounce_domain(
     ] = None,
 ) -> None:
     """Set the domain of a project's VERP return paths (its MX must reach envoi's SMTP)."""
+    from envoi.db.session import make_engine, make_sessionmaker, transaction  # noqa: PLC0415
+    from envoi.projects import services as projects  # noqa: PLC0415
+
     settings = _settings()
     engine = make_engine(settings.database_url)
     try:
@@ -162,6 +188,9 @@ def project_rotate_secret(
     secret: Annotated[str | None, typer.Option(help="New secret (generated if absent)")] = None,
 ) -> None:
     """Replace a project's Basic-auth secret and print the new one."""
+    from envoi.db.session import make_engine, make_sessionmaker, transaction  # noqa: PLC0415
+    from envoi.projects import services as projects  # noqa: PLC0415
+
     settings = _settings()
     engine = make_engine(settings.database_url)
     try:

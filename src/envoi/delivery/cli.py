@@ -1,21 +1,24 @@
-"""`envoi worker` and `envoi dkim ...`: delivery from the command line."""
+"""`envoi worker` and `envoi dkim ...`: delivery from the command line.
+
+Commands import what they need when they run (see `envoi.cli`): every `envoi` command
+imports this module.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from sqlalchemy.orm import Session
 
-from envoi.config import Settings
 from envoi.core.errors import EnvoiError, Invalid
-from envoi.db.session import make_engine, make_sessionmaker, transaction, upgrade
-from envoi.delivery import services
-from envoi.delivery.dkim import zone_line
-from envoi.delivery.models import DkimKey
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from envoi.delivery.models import DkimKey
 
 # --- envoi dkim ------------------------------------------------------------------
 
@@ -30,6 +33,9 @@ def _dkim_print(data: object) -> None:
 def _dkim_session() -> Iterator[Session]:
     """A session in a transaction on the configured database (migrated first); a
     domain error becomes `error: ...` on stderr and exit code 1."""
+    from envoi.config import Settings  # noqa: PLC0415 - see the module docstring
+    from envoi.db.session import make_engine, make_sessionmaker, transaction, upgrade  # noqa: PLC0415
+
     settings = Settings()
     upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
@@ -54,6 +60,8 @@ def dkim_generate(
 ) -> None:
     """Generate a key pair for DOMAIN, store it inactive, and print the DNS TXT record
     to publish; once it resolves, `envoi dkim activate ID` makes the key sign."""
+    from envoi.delivery import services  # noqa: PLC0415 - see the module docstring
+
     with _dkim_session() as session:
         chosen = selector or services.default_selector()
         key, txt = services.create_dkim_key(session, project, domain, chosen, algorithm)
@@ -70,6 +78,8 @@ def dkim_activate(
 ) -> None:
     """Make key ID sign its domain's mail, once DNS publishes its TXT record (checked
     now; the domain's other keys stop signing)."""
+    from envoi.delivery import services  # noqa: PLC0415 - see the module docstring
+
     lookup = None if force else services.lookup_txt
     with _dkim_session() as session:
         try:
@@ -87,6 +97,8 @@ def dkim_deactivate(
 ) -> None:
     """Stop key ID signing (the domain's mail goes unsigned unless another key of it
     is active)."""
+    from envoi.delivery import services  # noqa: PLC0415 - see the module docstring
+
     with _dkim_session() as session:
         key = services.deactivate_dkim_key(session, key_id)
         row = _describe(key, services.txt_value(key))
@@ -98,6 +110,8 @@ def dkim_list(
     project: Annotated[int | None, typer.Option("--project", help="Only this project")] = None,
 ) -> None:
     """List DKIM keys with their DNS records (never the private keys)."""
+    from envoi.delivery import services  # noqa: PLC0415 - see the module docstring
+
     with _dkim_session() as session:
         rows = [
             {**_describe(key, services.txt_value(key)), "created_at": key.created_at}
@@ -107,6 +121,9 @@ def dkim_list(
 
 
 def _describe(key: DkimKey, txt: str) -> dict[str, object]:
+    from envoi.delivery import services  # noqa: PLC0415 - see the module docstring
+    from envoi.delivery.dkim import zone_line  # noqa: PLC0415
+
     return {
         "id": key.id,
         "project_id": key.project_id,
@@ -147,7 +164,8 @@ def worker_command(
 ) -> None:
     """Deliver started campaigns: spool, render, sign and send, until SIGTERM or SIGINT
     (graceful: the messages in flight are finished and recorded)."""
-    # Imported here: `envoi dkim` should not pay for the worker's imports.
+    # Imported here: other commands should not pay for the worker's imports.
+    from envoi.config import Settings  # noqa: PLC0415
     from envoi.delivery.console import run_worker  # noqa: PLC0415
 
     if owner is not None and not 1 <= len(owner) <= 64:

@@ -16,21 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
-from typing import IO, TypeVar
+from typing import TypeVar
 
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from envoi.db.session import transaction
+from envoi.db.locking import WriterLock, writer_lock_path
+from envoi.db.session import OWN_WRITER_LOCK, transaction
 from envoi.delivery.metrics import DeliveryMetrics
 from envoi.spool import services as spool
 from envoi.spool.services import Result
@@ -52,12 +51,9 @@ class DatabaseThread:
     trip that cost a tenth of the thread's time. A connection that broke is replaced at
     the next unit of work.
 
-    On a SQLite file, the workers of all processes also take an exclusive `flock` on a
-    file beside the database around each unit of work. SQLite lets one writer in at a
-    time and makes the others retry with sleeps of 1, 2, 5 ... 100 ms: with two busy
-    workers, nearly half of each database thread's time went to `BEGIN IMMEDIATE`
-    (py-spy). Waiting on the kernel's lock instead wakes a worker as soon as the other
-    is done, not at its next retry.
+    On a SQLite file, the thread takes the database's writer lock (`db.locking`, the
+    `flock` every envoi transaction queues on) around each whole unit of work, commit
+    included, so that the next worker waiting on it finds SQLite's lock free at once.
     """
 
     def __init__(self, sessions: sessionmaker[Session], metrics: DeliveryMetrics) -> None:
@@ -66,8 +62,8 @@ class DatabaseThread:
         self._connection: Connection | None = None
         self._metrics = metrics
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="envoi-delivery-db")
-        self._lock_path = _sqlite_lock_path(self._engine)
-        self._lock_file: IO[bytes] | None = None
+        lock_path = writer_lock_path(self._engine)
+        self._lock = WriterLock(lock_path) if lock_path is not None else None
 
     async def run(self, operation: str, fn: Callable[[Session], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -87,6 +83,7 @@ class DatabaseThread:
         connection = self._connection
         if connection is None or connection.closed or connection.invalidated:
             connection = self._connection = self._engine.connect()
+            connection.info[OWN_WRITER_LOCK] = True  # taken here, around the whole unit
         try:
             with self._writer_lock(), self._sessions(bind=connection) as session, session.begin():
                 return fn(session)
@@ -97,39 +94,30 @@ class DatabaseThread:
 
     @contextlib.contextmanager
     def _writer_lock(self) -> Iterator[None]:
-        if self._lock_path is None:
+        if self._lock is None:
             yield
             return
-        if self._lock_file is None:
-            self._lock_file = self._lock_path.open("ab")
-        fcntl.flock(self._lock_file, fcntl.LOCK_EX)
+        self._lock.acquire()
         try:
             yield
         finally:
-            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock.release()
 
     def _drop_connection(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:
+            with contextlib.suppress(Exception):
+                # Back in the pool, the connection takes the writer lock itself again.
+                connection.info.pop(OWN_WRITER_LOCK, None)
             with contextlib.suppress(Exception):
                 connection.close()
 
     def close(self) -> None:
         self._executor.submit(self._drop_connection).result()
         self._executor.shutdown(wait=True)
-        if self._lock_file is not None:
-            self._lock_file.close()
-            self._lock_file = None
-
-
-def _sqlite_lock_path(engine: Engine | None) -> Path | None:
-    """`envoi.db-delivery.lock` beside a SQLite database file; None for other stores."""
-    if engine is None or engine.dialect.name != "sqlite":
-        return None
-    database = engine.url.database
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return None
-    return Path(database).with_name(Path(database).name + "-delivery.lock")
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
 
 @dataclass

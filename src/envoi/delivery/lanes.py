@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+from prometheus_client import Counter as MetricCounter
 
 from envoi.config import Settings
 from envoi.delivery.commits import GroupCommit
@@ -67,6 +68,10 @@ class Lanes:
         self._tasks: list[asyncio.Task[None]] = []
         self._hook_client: httpx.AsyncClient | None = None
         self._post_hooks: set[asyncio.Task[None]] = set()
+        # Metric children by outcome (`labels()` takes a lock and builds a key each time),
+        # and the in-flight gauge's last value (a steady lane leaves it unchanged).
+        self._outcomes: dict[str, MetricCounter] = {}
+        self._in_flight = 0
 
     def start(self, count: int) -> None:
         self._tasks = [asyncio.create_task(self._lane()) for _ in range(count)]
@@ -179,7 +184,12 @@ class Lanes:
             )
             return []
         reply = await self._transmit(outgoing)
-        hook_params = {k: v for k, v in params.items() if k not in job.claim.params}
+        # The parameters the hook added (keys the claim lacks: the same size means none).
+        hook_params = (
+            {k: v for k, v in params.items() if k not in job.claim.params}
+            if len(params) != len(job.claim.params)
+            else None
+        )
         result = Result(
             job.claim.id, reply, outgoing.router, outgoing.language, None, hook_params or None
         )
@@ -195,7 +205,9 @@ class Lanes:
             self.sending.discard(result.spool_id)
         if mark is not None and marked:
             self.sending.add(mark)
-        self._metrics.in_flight.set(len(self.sending))
+        if len(self.sending) != self._in_flight:
+            self._in_flight = len(self.sending)
+            self._metrics.in_flight.set(self._in_flight)
         return marked
 
     def _too_old(self, job: Job) -> bool:
@@ -215,7 +227,10 @@ class Lanes:
     def _count(self, result: Result) -> None:
         outcome = "skipped" if result.reply is None else result.reply.outcome
         self._counts[outcome] += 1
-        self._metrics.messages.labels(outcome).inc()
+        counter = self._outcomes.get(outcome)
+        if counter is None:
+            counter = self._outcomes[outcome] = self._metrics.messages.labels(outcome)
+        counter.inc()
 
     # -- the campaign's hook ------------------------------------------------------------
 

@@ -64,7 +64,6 @@ _HREF = re.compile(
 _TRACKABLE = re.compile(r"\s*https?://", re.IGNORECASE)
 # The links envoi itself puts in a message are never click-tracked.
 _OWN_LINK = re.compile(r"\{\{-?\s*(?:unsubscribe_url|web_view_url)\s*-?\}\}")
-_DYNAMIC = re.compile(f"{DYNAMIC_OPEN}([^{DYNAMIC_OPEN}{DYNAMIC_CLOSE}]*){DYNAMIC_CLOSE}")
 # A target with a control character in it (a CR LF from data) is not made a redirect.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # An http(s) URL in plain text: up to white space, `<`, `>` or `"`, possibly with Jinja
@@ -236,7 +235,13 @@ def without_markers(value: Any) -> Any:
         # An ASCII string holds no marker: the common case costs one C-level check.
         return value if value.isascii() else value.translate(_NO_MARKERS)
     if isinstance(value, dict):
-        return {without_markers(key): without_markers(item) for key, item in value.items()}
+        # ASCII strings, most keys and values, are tested here rather than in a call.
+        return {
+            (key if type(key) is str and key.isascii() else without_markers(key)): (
+                item if type(item) is str and item.isascii() else without_markers(item)
+            )
+            for key, item in value.items()
+        }
     if isinstance(value, list | tuple):
         return [without_markers(item) for item in value]
     return value
@@ -257,25 +262,45 @@ class DynamicLinks:
         URL made its click URL; one that did not (an empty variable, a mailto:) is left
         as rendered. In the HTML (`html_part`), every occurrence is a new link; in the
         text part, a target met before (in the HTML) keeps its index."""
-
-        def replace(match: re.Match[str]) -> str:
-            rendered = match[1]
-            target = (html.unescape(rendered) if html_part else rendered).strip()
-            if not _TRACKABLE.match(target) or _CONTROL.search(target):
-                return rendered
-            url = None if html_part else self._first_url.get(target)
-            if url is None:
-                url = self._click(self._next, target)
-                self._next += 1
-                self._first_url.setdefault(target, url)
-            return url
-
-        filled = _DYNAMIC.sub(replace, text)
+        # Split at the opening markers rather than a regular expression's sub with a
+        # callback: the same pairs (an opening marker, text without markers, a closing
+        # one), for about half the cost per link.
+        pieces = text.split(DYNAMIC_OPEN)
+        out = [pieces[0]]
+        stray = DYNAMIC_CLOSE in pieces[0]
+        for piece in pieces[1:]:
+            rendered, close, rest = piece.partition(DYNAMIC_CLOSE)
+            if not close:  # an opening marker without its closing one
+                out.append(piece)
+                stray = True
+                continue
+            out.append(self._url(rendered, html_part))
+            if rest:
+                out.append(rest)
+                stray = stray or DYNAMIC_CLOSE in rest
+        filled = "".join(out)
         # A marker split by a statement (a URL cut by `{% if %}` in a loop) leaves a
         # stray half: never sent.
-        if DYNAMIC_OPEN in filled or DYNAMIC_CLOSE in filled:
+        if stray:
             filled = filled.translate(_NO_DYNAMIC)
         return filled
+
+    def _url(self, rendered: str, html_part: bool) -> str:
+        """The click URL for one written link's rendered value, or the value itself
+        when it is no http(s) URL."""
+        target = html.unescape(rendered) if html_part and "&" in rendered else rendered
+        target = target.strip()
+        if not (target.startswith(("https://", "http://")) or _TRACKABLE.match(target)):
+            return rendered
+        # isprintable(): no control character, in C; else the exact test.
+        if not target.isprintable() and _CONTROL.search(target):
+            return rendered
+        url = None if html_part else self._first_url.get(target)
+        if url is None:
+            url = self._click(self._next, target)
+            self._next += 1
+            self._first_url.setdefault(target, url)
+        return url
 
 
 def inline_css(protected: str, constructs: Sequence[str]) -> str:

@@ -13,8 +13,10 @@ quoted-printable and joins the bytes.
 
 from __future__ import annotations
 
+import html
 import re
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, NamedTuple
 
 from jinja2 import ChainableUndefined, Template, TemplateError
@@ -48,6 +50,29 @@ _FOOTER_STYLE = "font-size:12px;line-height:18px;color:#888888;text-align:center
 _FOOTER_LINK_STYLE = "color:#888888;text-decoration:underline"
 WEB_VIEW_LABEL = "View this email in your browser"
 UNSUBSCRIBE_LABEL = "Unsubscribe"
+# The footer links' texts (web view, unsubscribe) by the language of the variant sent;
+# any other language, and the default variant (language ""), get English's.
+FOOTER_LABELS: dict[str, tuple[str, str]] = {
+    "en": (WEB_VIEW_LABEL, UNSUBSCRIBE_LABEL),
+    "fr": ("Voir cet e-mail dans votre navigateur", "Se désinscrire"),
+    "de": ("Diese E-Mail im Browser ansehen", "Abmelden"),
+    "es": ("Ver este correo en el navegador", "Darse de baja"),
+    "it": ("Visualizza questa email nel browser", "Annulla l'iscrizione"),
+    "pt": ("Ver este e-mail no navegador", "Cancelar inscrição"),
+    "nl": ("Deze e-mail in je browser bekijken", "Afmelden"),
+    "pl": ("Wyświetl tę wiadomość w przeglądarce", "Wypisz się"),
+    "ru": ("Открыть письмо в браузере", "Отписаться"),
+    "tr": ("Bu e-postayı tarayıcınızda görüntüleyin", "Abonelikten çık"),  # noqa: RUF001
+    "zh": ("在浏览器中查看此邮件", "退订"),
+    "ko": ("브라우저에서 이 이메일 보기", "수신 거부"),
+}
+
+
+def footer_labels(language: str) -> tuple[str, str]:
+    """(web-view link text, unsubscribe link text) in `language` ("pt", "pt-BR" ...),
+    English when envoi has no texts in it."""
+    primary = language.replace("_", "-").partition("-")[0].lower()
+    return FOOTER_LABELS.get(primary, FOOTER_LABELS["en"])
 
 
 class RenderError(Exception):
@@ -118,9 +143,20 @@ class _Templates(NamedTuple):
 def _render(template: Template, variables: dict[str, Any]) -> str:
     """`template.render(variables)` without its copy of `variables` merged with the
     globals (`shared=True`: about 7 of a render's 11 microseconds); `variables` already
-    hold the globals, and rendering only reads them."""
-    context = template.new_context(variables, shared=True)
+    hold the globals, and rendering only reads them.
+
+    The context is made as `template.new_context(variables, shared=True)` makes it,
+    but for the names of the globals it notes (used only to export a template's
+    variables as a module, which an email never is): read from the template's
+    ChainMap of globals, they cost as much as the rest of the context."""
+    environment = template.environment
+    context = environment.context_class(
+        environment, variables, template.name, template.blocks, _NO_GLOBALS
+    )
     return "".join(template.root_render_func(context))
+
+
+_NO_GLOBALS: dict[str, Any] = {}
 
 
 class CompiledMessage:
@@ -174,13 +210,11 @@ class CompiledMessage:
         links = self._links
         unsubscribe_url = links.unsubscribe(send_id)
         variables = self._variables(recipient, unsubscribe_url, links.mirror(send_id))
-        for index, name in enumerate(self._link_variables):
-            variables[name] = links.click(send_id, index)
+        clicks = links.clicks(send_id, len(self.link_urls))
+        variables.update(zip(self._link_variables, clicks, strict=True))
         variables[OPEN_VARIABLE] = links.open(send_id)
         templates = self._templates
-        written = marks.DynamicLinks(
-            len(self.link_urls), lambda index, target: links.click(send_id, index, target)
-        )
+        written = marks.DynamicLinks(len(self.link_urls), partial(links.click, send_id))
         try:
             subject = _render(templates.subject, variables)
             html_body = amp_body = None
@@ -283,10 +317,10 @@ def _compile_templates(email: Email, content: EmailContent) -> _Compiled:
         html_source, text_from_html, urls = _prepare_html(content.text_html)
         if text_source is None:
             text_source = text_from_html
-        html_source = _with_footer_html(email, html_source)
+        html_source = _with_footer_html(email, html_source, language)
     if content.text_plain is not None:
         text_source, urls = marks.track_text_links(content.text_plain, urls)
-    text_source = _with_footer_text(email, text_source or "")
+    text_source = _with_footer_text(email, text_source or "", language)
     amp = content.x_amp_html if html_source is not None else None
     templates = _Templates(
         subject=_compile("subject", language, subject or ""),
@@ -322,14 +356,16 @@ def _prepare_html(source: str) -> tuple[str, str, list[str]]:
     return html_template, marks.as_variables(marks.restore(text, constructs)), urls
 
 
-def _with_footer_html(email: Email, source: str) -> str:
+def _with_footer_html(email: Email, source: str, language: str) -> str:
     """The open pixel and, unless the email's flags say no or the template already has
-    them, the web-view and unsubscribe links, before `</body>`."""
+    them, the web-view and unsubscribe links, before `</body>`, in the variant's
+    language."""
+    web_view, unsubscribe = footer_labels(language)
     footer_links = []
     if not email.not_add_web_view_link and not _USES_WEB_VIEW.search(source):
-        footer_links.append(_footer_link("{{ web_view_url }}", WEB_VIEW_LABEL))
+        footer_links.append(_footer_link("{{ web_view_url }}", web_view))
     if not email.not_add_unsubscr_link and not _USES_UNSUBSCRIBE.search(source):
-        footer_links.append(_footer_link("{{ unsubscribe_url }}", UNSUBSCRIBE_LABEL))
+        footer_links.append(_footer_link("{{ unsubscribe_url }}", unsubscribe))
     footer = ""
     if footer_links:
         footer = f'<div style="{_FOOTER_STYLE}">{" &middot; ".join(footer_links)}</div>'
@@ -342,15 +378,16 @@ def _with_footer_html(email: Email, source: str) -> str:
 
 
 def _footer_link(url: str, label: str) -> str:
-    return f'<a href="{url}" style="{_FOOTER_LINK_STYLE}">{label}</a>'
+    return f'<a href="{url}" style="{_FOOTER_LINK_STYLE}">{html.escape(label, quote=False)}</a>'
 
 
-def _with_footer_text(email: Email, source: str) -> str:
+def _with_footer_text(email: Email, source: str, language: str) -> str:
+    web_view, unsubscribe = footer_labels(language)
     lines = []
     if not email.not_add_web_view_link and not _USES_WEB_VIEW.search(source):
-        lines.append(f"{WEB_VIEW_LABEL}: {{{{ web_view_url }}}}")
+        lines.append(f"{web_view}: {{{{ web_view_url }}}}")
     if not email.not_add_unsubscr_link and not _USES_UNSUBSCRIBE.search(source):
-        lines.append(f"{UNSUBSCRIBE_LABEL}: {{{{ unsubscribe_url }}}}")
+        lines.append(f"{unsubscribe}: {{{{ unsubscribe_url }}}}")
     if not lines:
         return source
     return source.rstrip("\n") + "\n\n-- \n" + "\n".join(lines) + "\n"

@@ -4,6 +4,9 @@ The operator manages every router here, shared ones included (the API shows thos
 projects but never lets them change one): `add`, `set` (change part of a router),
 `remove` and `list`. Passwords are never taken on the command line, where `ps` and
 the shell's history would show them: `--password-file FILE`, or `-` for standard input.
+
+Commands import what they need when they run (see `envoi.cli`): every `envoi` command
+imports this module.
 """
 
 from __future__ import annotations
@@ -15,20 +18,16 @@ from contextlib import contextmanager
 from datetime import datetime
 from email.utils import format_datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from envoi.config import Settings
 from envoi.core.errors import EnvoiError, Invalid
-from envoi.db.session import make_engine, make_sessionmaker, transaction, upgrade
-from envoi.projects.models import Project
-from envoi.routers import services
-from envoi.routers.capture import subject_of
-from envoi.routers.models import CapturedMessage, Router
-from envoi.routers.schemas import shown_config
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from envoi.routers.models import CapturedMessage, Router
 
 router_app = typer.Typer(help="Routers: the routes mail leaves by (smtp relay, mx, capture).")
 
@@ -52,8 +51,12 @@ ConfigJson = Annotated[
 
 
 @contextmanager
-def _session(settings: Settings) -> Iterator[Session]:
+def _session() -> Iterator[Session]:
     """One transaction on the migrated store; errors a person caused end the command."""
+    from envoi.config import Settings  # noqa: PLC0415 - see the module docstring
+    from envoi.db.session import make_engine, make_sessionmaker, transaction, upgrade  # noqa: PLC0415
+
+    settings = Settings()
     upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
     try:
@@ -79,6 +82,8 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _shown(router: Router) -> dict[str, Any]:
+    from envoi.routers.schemas import shown_config  # noqa: PLC0415 - see the module docstring
+
     return {
         "id": router.id,
         "project_id": router.project_id,
@@ -141,6 +146,9 @@ def router_add(
     default: Annotated[bool, typer.Option(help="The project's default router")] = False,
 ) -> None:
     """Define a router of a project (--project ID) or a shared one (--shared); print it."""
+    from envoi.projects.models import Project  # noqa: PLC0415
+    from envoi.routers import services  # noqa: PLC0415 - see the module docstring
+
     if (project is None) == (not shared):
         raise _fail("give exactly one of --project ID and --shared")
     settings = _settings_given(
@@ -155,7 +163,7 @@ def router_add(
         messages_per_second=messages_per_second,
         allow_private_network=allow_private_network or None,
     )
-    with _session(Settings()) as session:
+    with _session() as session:
         if project is not None and session.get(Project, project) is None:
             raise _fail(f"project {project} not found")
         router = services.create_router(
@@ -200,6 +208,8 @@ def router_set(
     """Change part of any router, shared ones included; print it. The settings given
     replace the stored ones (null in --config removes one); the others, the password
     too, stay."""
+    from envoi.routers import services  # noqa: PLC0415 - see the module docstring
+
     changes = _settings_given(
         config,
         password_file,
@@ -215,7 +225,7 @@ def router_set(
         changes["password"] = None
     if allow_private_network is not None:
         changes["allow_private_network"] = allow_private_network or None
-    with _session(Settings()) as session:
+    with _session() as session:
         router = services.operator_update(
             session, router_id, name=name, changes=changes, is_default=default
         )
@@ -228,7 +238,9 @@ def router_remove(
     router_id: Annotated[int, typer.Argument(help="The router's id (envoi router list)")],
 ) -> None:
     """Delete any router, shared ones included, and every routing rule that uses it."""
-    with _session(Settings()) as session:
+    from envoi.routers import services  # noqa: PLC0415 - see the module docstring
+
+    with _session() as session:
         services.operator_remove(session, router_id)
     typer.echo(json.dumps({"removed": router_id}))
 
@@ -240,7 +252,12 @@ def router_list(
     ] = None,
 ) -> None:
     """List routers as JSON (passwords hidden): all of them, or those a project sees."""
-    with _session(Settings()) as session:
+    from sqlalchemy import select  # noqa: PLC0415 - see the module docstring
+
+    from envoi.routers import services  # noqa: PLC0415
+    from envoi.routers.models import Router  # noqa: PLC0415
+
+    with _session() as session:
         if project is None:
             rows = [_shown(r) for r in session.scalars(select(Router).order_by(Router.id))]
         else:
@@ -249,6 +266,8 @@ def router_list(
 
 
 def _summary(message: CapturedMessage) -> dict[str, Any]:
+    from envoi.routers.capture import subject_of  # noqa: PLC0415 - see the module docstring
+
     return {
         "id": message.id,
         "project_id": message.project_id,
@@ -277,7 +296,9 @@ def captured_command(
     raw: Annotated[bool, typer.Option(help="Print the messages themselves (mbox)")] = False,
 ) -> None:
     """Mail the capture router kept: one JSON line per message, newest first (or --raw)."""
-    with _session(Settings()) as session:
+    from envoi.routers import services  # noqa: PLC0415 - see the module docstring
+
+    with _session() as session:
         messages = services.list_captured(session, project, limit=limit)
         lines = [_mbox_entry(m) if raw else json.dumps(_summary(m)) for m in messages]
     for line in lines:

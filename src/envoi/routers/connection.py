@@ -28,6 +28,11 @@ What the session does not trust the server with:
 - time: `timeout` bounds the session setup and each command's reply; the reply to the
   final dot gets `data_timeout` (RFC 5321 §4.5.3.2.6 asks for 10 minutes, as content
   scanners take long). When it never comes, the message "may have been delivered".
+
+The session runs for every message at thousands a second, so its CPU time counts: no
+`asyncio.timeout` per message (each sets and cancels a timer; with the pool's, three a
+message took a tenth of the client's time), but one deadline per session, moved on with
+each wait and watched by a single lazy timer (`_arm`, `_watch`).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import re
 import socket
 import ssl
 import time
@@ -60,6 +66,9 @@ log = logging.getLogger("envoi.smtp")
 MAX_LINE = 4096
 MAX_REPLY_LINES = 100
 MAX_EARLY_REPLIES = 100
+
+_FORBIDDEN = re.compile(r"[\r\n<>]")  # in an envelope address
+_ENVELOPE_VERBS = ("MAIL", "RCPT", "DATA")
 
 
 class _TlsFailed(Exception):
@@ -112,6 +121,12 @@ class SmtpConnection(asyncio.Protocol):
         self.sent = 0  # transactions attempted on this session
         self.dirty = False  # the last transaction failed midway: RSET first
         self.last_used = time.monotonic()
+        # The loop time by which the replies awaited now must have come (0: none awaited),
+        # and the timer that checks it; `timed_out` once it passed.
+        self._deadline = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._watchdog_at = 0.0
+        self.timed_out = False
 
     # -- asyncio.Protocol ------------------------------------------------------
 
@@ -142,10 +157,54 @@ class SmtpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._end_waits()
+
+    def _end_waits(self) -> None:
+        """Every reply awaited is None: the session is over."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+
+    # -- time limits ---------------------------------------------------------------
+
+    def _arm(self, seconds: float) -> None:
+        """Give the replies awaited from now on `seconds` to come.
+
+        Moving the deadline costs an assignment: the one timer of the session is only
+        re-armed when it would fire too late, and otherwise, when it fires before the
+        deadline, sets itself again for the deadline (at most once per `seconds`)."""
+        deadline = self._deadline = self._loop.time() + seconds
+        watchdog = self._watchdog
+        if watchdog is None or self._watchdog_at > deadline:
+            if watchdog is not None:
+                watchdog.cancel()
+            self._watchdog_at = deadline
+            self._watchdog = self._loop.call_at(deadline, self._watch)
+
+    def _disarm(self) -> None:
+        """Nothing awaited any more (the timer, if set, finds no deadline and stops)."""
+        self._deadline = 0.0
+
+    def _watch(self) -> None:
+        self._watchdog = None
+        deadline = self._deadline
+        if not deadline or self.closed:
+            return
+        # Compared with when the timer was set for, not with the clock: the loop may run
+        # a timer a little early (uvloop rounds to the millisecond), as asyncio.timeout's.
+        if deadline > self._watchdog_at:  # moved on since
+            self._watchdog_at = deadline
+            self._watchdog = self._loop.call_at(deadline, self._watch)
+            return
+        # Waiters get None at once, as if the connection had ended; `timed_out` tells
+        # them why.
+        self.timed_out = True
+        self.abort()
+        self._end_waits()
 
     def _deliver(self, lines: Lines) -> None:
         while self._waiters:
@@ -373,7 +432,7 @@ class SmtpConnection(asyncio.Protocol):
         """
         self.sent += 1
         self.last_used = time.monotonic()
-        if any(c in mail_from or c in recipient for c in "\r\n<>"):
+        if _FORBIDDEN.search(mail_from) or _FORBIDDEN.search(recipient):
             return SmtpReply(553, "5.1.3", "address contains a forbidden character"), True
         sender, receiver = wire_address(mail_from), wire_address(recipient)
         if sender is None or receiver is None:
@@ -391,19 +450,24 @@ class SmtpConnection(asyncio.Protocol):
             b"RCPT TO:<" + receiver[0] + b">\r\n",
             b"DATA\r\n",
         ]
+        verbs: tuple[str, ...] = _ENVELOPE_VERBS
         if self.dirty:
             commands.insert(0, b"RSET\r\n")
+            verbs = ("RSET", *verbs)
+        self._arm(self.endpoint.timeout)
         try:
-            async with asyncio.timeout(self.endpoint.timeout):
-                refused = await self._commands(commands)
-        except TimeoutError:
-            self.abort()
-            return SmtpReply(0, None, f"timed out waiting for {self.endpoint.where}"), True
-        if refused is not None:
-            return refused
-        return await self._message(data), True
+            refused = await self._commands(commands, verbs)
+            if self.timed_out:
+                return SmtpReply(0, None, f"timed out waiting for {self.endpoint.where}"), True
+            if refused is not None:
+                return refused
+            return await self._message(data), True
+        finally:
+            self._disarm()
 
-    async def _commands(self, commands: list[bytes]) -> tuple[SmtpReply, bool] | None:
+    async def _commands(
+        self, commands: list[bytes], verbs: tuple[str, ...]
+    ) -> tuple[SmtpReply, bool] | None:
         """Send the envelope and DATA; None once the server waits for the message, else
         the refusal (or loss) and whether anything was answered."""
         futures: list[asyncio.Future[Lines | None]] | None = None
@@ -412,9 +476,8 @@ class SmtpConnection(asyncio.Protocol):
                 return SmtpReply(0, None, self._lost("before MAIL")), False
             futures = [self._expect() for _ in commands]
         answered = False
-        for index, command in enumerate(commands):
-            verb = command.split()[0].decode()
-            if futures is None and not self._write(command):
+        for index, verb in enumerate(verbs):
+            if futures is None and not self._write(commands[index]):
                 return SmtpReply(0, None, self._lost(f"before {verb}")), answered
             lines = await (self._expect() if futures is None else futures[index])
             if lines is None:
@@ -432,15 +495,14 @@ class SmtpConnection(asyncio.Protocol):
     async def _message(self, data: bytes) -> SmtpReply:
         """Send the message itself; the server's final reply."""
         self._write(dot_stuffed(data))
-        try:
-            async with asyncio.timeout(self.endpoint.data_timeout):
-                lines = await self._expect()
-        except TimeoutError:
-            self.abort()
-            waited = f"{self.endpoint.data_timeout:g} s"
-            return may_have_been_delivered(f"no answer from {self.endpoint.where} in {waited}")
+        self._arm(self.endpoint.data_timeout)
+        lines = await self._expect()
         if lines is None:
             self.abort()
+            if self.timed_out:
+                waited = f"{self.endpoint.data_timeout:g} s"
+                text = f"no answer from {self.endpoint.where} in {waited}"
+                return may_have_been_delivered(text)
             return may_have_been_delivered(self._lost("after the message was sent"))
         final = parse_reply(lines)
         self.dirty = final.code // 100 != 2

@@ -140,6 +140,9 @@ class Gate:
 
     async def _acquire_slot(self, slots: asyncio.Semaphore) -> None:
         # A cancelled acquire gives its slot back (asyncio.Semaphore handles it).
+        if not slots.locked():
+            await slots.acquire()  # free: no wait, and no timer to arm and cancel
+            return
         try:
             async with asyncio.timeout(self.limits.max_wait):
                 await slots.acquire()

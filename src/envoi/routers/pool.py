@@ -51,11 +51,14 @@ class ConnectionPool:
     async def send(self, mail_from: str, recipient: str, data: bytes) -> SmtpReply:
         """Send through an idle session or a new one; SessionError if none can be opened,
         Deferred if every session stays busy for `max_wait`."""
-        try:
-            async with asyncio.timeout(self._max_wait):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise Deferred(self._name, self._max_wait, busy=True) from None
+        if not self._slots.locked():
+            await self._slots.acquire()  # free: no wait, and no timer to arm and cancel
+        else:
+            try:
+                async with asyncio.timeout(self._max_wait):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise Deferred(self._name, self._max_wait, busy=True) from None
         self.in_use += 1
         try:
             return await self._send(mail_from, recipient, data)

@@ -86,9 +86,15 @@ class Dimensions:
     def of(cls, campaign: Any | None) -> Dimensions:
         if campaign is None:  # a send outside campaigns (transactional API, later)
             return cls(None, None, "L")
-        tags = tuple(t.strip() for t in (campaign.tags or "").split(",") if t.strip())
-        post = f"{campaign.post_type}_{campaign.id}"
-        return cls(post, campaign.post_type, campaign.message_type, tags)
+        return cls.named(campaign.id, campaign.post_type, campaign.message_type, campaign.tags)
+
+    @classmethod
+    def named(
+        cls, campaign_id: int, post_type: str, message_type: str, tags: str | None
+    ) -> Dimensions:
+        """A campaign's dimensions from its columns."""
+        listed = tuple(t.strip() for t in (tags or "").split(",") if t.strip())
+        return cls(f"{post_type}_{campaign_id}", post_type, message_type, listed)
 
     def data(
         self, email_id: int, domain: str | None, language: str | None, send_id: int

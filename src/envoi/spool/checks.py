@@ -34,7 +34,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, any_, bindparam, cast, func, literal_column, select
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    String,
+    any_,
+    bindparam,
+    cast,
+    func,
+    literal_column,
+    select,
+    true,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -318,20 +329,69 @@ def _unsubscribed(session: Session, candidates: Sequence[Candidate]) -> set[tupl
     return {(p, c) for p, c in session.execute(query)} & pairs
 
 
+def probes(project_id: int, addresses: list[str]) -> Any:
+    """`unnest(:addresses, :projects) AS wanted(address, project_id)`: each address
+    with the project beside it, the values a LATERAL subquery probes
+    `ix_spool_recipient` (project, recipient) with (PostgreSQL).
+
+    The project comes from the function, not as a constant: the planner cannot see
+    its value, so it weighs `project_id = wanted.project_id` by the number of
+    projects. Given the constant, while the statistics predate the project's rows (a
+    new project on a database that has others), it reckons the project has no rows
+    and probes `ix_spool_project_id` instead, reading all of them for each address
+    (measured: 100 s for 1,000 addresses against 200,000 rows)."""
+    address_array, project_array = ARRAY(String()), ARRAY(Integer())
+    return (
+        func.unnest(
+            cast(bindparam(None, list(addresses), type_=address_array), address_array),
+            cast(
+                bindparam(None, [project_id] * len(addresses), type_=project_array), project_array
+            ),
+        )
+        .table_valued("address", "project_id")
+        .render_derived(name="wanted")
+    )
+
+
 def _last_delivered(
     session: Session, project_id: int, addresses: list[str], since: datetime
 ) -> dict[str, datetime]:
-    """address → time of its newest delivery after `since`."""
+    """address → time of its newest delivery after `since`.
+
+    On `ix_spool_recipient` (project, recipient). On PostgreSQL the index is probed
+    once per address, in a LATERAL subquery, as `spool.duplicates` does and for the
+    same reason: a plain `recipient = ANY(...)` is planned, while the statistics
+    predate the project's rows, as a read of all of them (measured on 200,000 rows:
+    160 ms a batch of 1,000 addresses, against 2 ms for the probes)."""
     if not addresses:
         return {}
-    query = (
-        select(SpoolEntry.recipient, func.max(SpoolEntry.updated_at))
+    if session.get_bind().dialect.name != "postgresql":
+        # SQLite probes ix_spool_recipient for each value of the list by itself.
+        query = (
+            select(SpoolEntry.recipient, func.max(SpoolEntry.updated_at))
+            .where(
+                SpoolEntry.project_id == project_id,
+                any_of(session, SpoolEntry.recipient, addresses),
+                SpoolEntry.state == "delivered",
+                SpoolEntry.updated_at > since,
+            )
+            .group_by(SpoolEntry.recipient)
+        )
+        return {address: at for address, at in session.execute(query) if address and at}
+    wanted = probes(project_id, addresses)
+    last = (
+        select(SpoolEntry.updated_at)
         .where(
-            SpoolEntry.project_id == project_id,
-            any_of(session, SpoolEntry.recipient, addresses),
-            SpoolEntry.state == "delivered",
+            SpoolEntry.project_id == wanted.c.project_id,
+            SpoolEntry.recipient == wanted.c.address,
+            # `|| ''`: never on ix_spool_claim, which statistics that predate the
+            # deliveries make look cheap, then read every delivered row per address.
+            SpoolEntry.state.concat(literal_column("''")) == "delivered",
             SpoolEntry.updated_at > since,
         )
-        .group_by(SpoolEntry.recipient)
+        .order_by(SpoolEntry.updated_at.desc())
+        .limit(1)
+        .lateral("last")
     )
+    query = select(wanted.c.address, last.c.updated_at).select_from(wanted).join(last, true())
     return {address: at for address, at in session.execute(query) if address and at}

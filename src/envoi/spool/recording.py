@@ -25,11 +25,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import exists, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from envoi.campaigns.models import Campaign
@@ -41,7 +42,17 @@ from envoi.emails.models import Email
 from envoi.quarantine.models import QuarantineEntry
 from envoi.quarantine.services import stronger_reason_update
 from envoi.spool.building import Dimensions, advance
-from envoi.spool.bulk import OUTBOX, SPOOL, AnyRow, bulk_insert, bulk_update
+from envoi.spool.bulk import (
+    OUTBOX,
+    SPOOL,
+    bulk_insert,
+    bulk_update,
+    execute,
+    id_in,
+    ids_parameter,
+    placeholder,
+    result_converter,
+)
 from envoi.spool.checks import any_of
 from envoi.spool.leasing import IN_FLIGHT
 from envoi.spool.models import PENDING_STATES, SpoolEntry
@@ -140,26 +151,16 @@ def record(session: Session, owner: str, results: list[Result], now: datetime) -
     if not results:
         return
     by_id = {result.spool_id: result for result in results}
-    rows = session.execute(
-        select(*_RECORD_COLUMNS)
-        .where(
-            any_of(session, SpoolEntry.id, sorted(by_id)),
-            SpoolEntry.lease_owner == owner,
-            SpoolEntry.state.in_(IN_FLIGHT),
-        )
-        .with_for_update()
-    ).all()
+    rows, campaigns = _held(session, owner, sorted(by_id))
     if len(rows) < len(by_id):
         lost = sorted(set(by_id) - {row.id for row in rows})
         log.info("results for rows no longer leased to %s are ignored: %s", owner, lost)
     if not rows:
         return
-    campaigns = _campaign_dimensions(session, {row.campaign_id for row in rows})
-    urgent = _urgent_emails(session, {row.email_id for row in rows})
     params = _merged_params(session, [by_id[row.id] for row in rows])
     # Rows changing the same columns share one executemany UPDATE.
     changes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    events, quarantine = [], []
+    events, bounced = [], []
     for row in rows:
         outcome = _outcome(row, by_id[row.id], now)
         if row.id in params:
@@ -172,16 +173,93 @@ def record(session: Session, owner: str, results: list[Result], now: datetime) -
         router = outcome.values.get("router", row.router)
         data |= {"router": router, "uncertain": row.uncertain, **outcome.data}
         events.append(_event(row, outcome.kind, data, now))
-        if outcome.quarantine and row.recipient and row.email_id not in urgent:
-            quarantine.append((row, outcome))
+        if outcome.quarantine and row.recipient:
+            bounced.append((row, outcome))
     released = {"lease_owner": None, "lease_until": None, "updated_at": now}
     for group in changes.values():
         bulk_update(session, SPOOL, group, released)
     bulk_insert(session, OUTBOX, events)
-    _quarantine_nonexistent(session, quarantine, now)
+    if bounced:  # transactional emails' addresses are not quarantined
+        urgent = _urgent_emails(session, {row.email_id for row, _ in bounced})
+        bounced = [(row, outcome) for row, outcome in bounced if row.email_id not in urgent]
+        _quarantine_nonexistent(session, bounced, now)
 
 
-def _outcome(row: AnyRow, result: Result, now: datetime) -> _Outcome:
+class _Held(NamedTuple):
+    """A row `record` writes (the `_RECORD_COLUMNS`)."""
+
+    id: int
+    project_id: int
+    campaign_id: int | None
+    email_id: int
+    profile_id: int | None
+    recipient: str | None
+    domain: str | None
+    attempts: int
+    first_attempt_at: datetime | None
+    router: str | None
+    language: str | None
+    uncertain: bool
+
+
+_FIRST_ATTEMPT_AT = _Held._fields.index("first_attempt_at")
+_UNCERTAIN = _Held._fields.index("uncertain")
+
+
+def _held(
+    session: Session, owner: str, ids: list[int]
+) -> tuple[list[_Held], dict[int | None, Dimensions]]:
+    """The rows of `ids` that `owner` still holds, locked, and their campaigns'
+    dimensions (which never change once a campaign has left its draft: only drafts
+    are rewritten, and only started campaigns have rows), in one statement."""
+    dialect = session.get_bind().dialect
+    time_of = result_converter(dialect, SPOOL, "first_attempt_at")
+    result = execute(
+        session, _held_sql(dialect), {"ids": ids_parameter(dialect, ids), "owner": owner}
+    )
+    rows: list[_Held] = []
+    campaigns: dict[int | None, Dimensions] = {}
+    for *values, post_type, message_type, tags in result:
+        if values[_FIRST_ATTEMPT_AT] is not None:
+            values[_FIRST_ATTEMPT_AT] = time_of(values[_FIRST_ATTEMPT_AT])
+        values[_UNCERTAIN] = bool(values[_UNCERTAIN])  # SQLite's 0 / 1
+        row = _Held._make(values)
+        rows.append(row)
+        campaign_id = row.campaign_id
+        if campaign_id is not None and post_type is not None and campaign_id not in campaigns:
+            campaigns[campaign_id] = Dimensions.named(campaign_id, post_type, message_type, tags)
+    return rows, campaigns
+
+
+_HELD_SQL: dict[str, str] = {}
+
+
+def _held_sql(dialect: Dialect) -> str:
+    """`_held`'s SELECT ... FOR UPDATE. The state test is kept off `ix_spool_claim`
+    (`+state` on SQLite, `state || ''` on PostgreSQL): both planners otherwise walk
+    every leased and sending row of the index and test each against the ids, where
+    the primary key finds the few rows asked for (SQLite: 70 µs a row with 10,000
+    rows leased)."""
+    sql = _HELD_SQL.get(dialect.name)
+    if sql is None:
+        selected = ", ".join(f"s.{column.key}" for column in _RECORD_COLUMNS)
+        states = ", ".join(f"'{name}'" for name in IN_FLIGHT)
+        postgres = dialect.name == "postgresql"
+        state = "(s.state || '')" if postgres else "+s.state"
+        sql = (
+            f"SELECT {selected}, c.post_type, c.message_type, c.tags "  # noqa: S608
+            f"FROM {SpoolEntry.__tablename__} AS s "
+            f"LEFT OUTER JOIN {Campaign.__tablename__} AS c ON c.id = s.campaign_id "
+            f"WHERE {id_in(dialect, 's.id')} AND s.lease_owner = {placeholder(dialect, 'owner')} "
+            f"AND {state} IN ({states})"
+        )
+        if postgres:
+            sql += " FOR UPDATE OF s"
+        _HELD_SQL[dialect.name] = sql
+    return sql
+
+
+def _outcome(row: _Held, result: Result, now: datetime) -> _Outcome:
     """The columns that change (by name) and the event, for one row's result."""
     values: dict[str, Any] = {}
     if result.router:
@@ -217,7 +295,7 @@ def _outcome(row: AnyRow, result: Result, now: datetime) -> _Outcome:
 
 
 def _replied(
-    row: AnyRow, reply: SmtpReply, values: dict[str, Any], data: dict[str, Any], now: datetime
+    row: _Held, reply: SmtpReply, values: dict[str, Any], data: dict[str, Any], now: datetime
 ) -> _Outcome:
     """`_outcome` for an SMTP answer (or the lack of one)."""
     outcome = reply.outcome
@@ -259,7 +337,7 @@ def _merged_params(session: Session, results: list[Result]) -> dict[int, dict[st
     return {i: {**(stored or {}), **extra[i]} for i, stored in session.execute(query)}
 
 
-def _event(row: AnyRow, kind: str, data: dict[str, Any], now: datetime) -> dict[str, Any]:
+def _event(row: _Held, kind: str, data: dict[str, Any], now: datetime) -> dict[str, Any]:
     return {
         "project_id": row.project_id,
         "kind": kind,
@@ -290,7 +368,7 @@ def _urgent_emails(session: Session, email_ids: set[int]) -> set[int]:
 
 
 def _quarantine_nonexistent(
-    session: Session, bounced: list[tuple[AnyRow, _Outcome]], now: datetime
+    session: Session, bounced: list[tuple[_Held, _Outcome]], now: datetime
 ) -> None:
     """Quarantine hard-bounced addresses as `nonexistent`, noting the send and reply.
 
