@@ -20,6 +20,7 @@ JSON or timestamps (a sent message's links must keep working for years).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import importlib
@@ -45,10 +46,6 @@ _TARGET_SAFE = ":/"
 # any other one by a regular expression.
 _QUERY_CHARACTERS = (("%", "%25"), ("?", "%3F"), ("=", "%3D"), ("&", "%26"))
 _STILL_UNSAFE = re.compile(r"[^A-Za-z0-9_.~:/%-]")
-# Targets encoded lately (a campaign's recipients share most of them): encoding one
-# costs more than its dictionary look-up. Emptied when full.
-_ENCODED_TARGETS: dict[str, str] = {}
-_ENCODED_TARGETS_SIZE = 4096
 
 
 class _Sha256(Protocol):
@@ -182,12 +179,7 @@ class MessageLinks:
             mac = self._signer.mac(f"click:{value}".encode())
             return f"{self._click_base}{value}.{mac}"
         mac = self._signer.mac(f"click{_BOUND}{value}\n{target}".encode())
-        encoded = _ENCODED_TARGETS.get(target)
-        if encoded is None:
-            if len(_ENCODED_TARGETS) >= _ENCODED_TARGETS_SIZE:
-                _ENCODED_TARGETS.clear()
-            encoded = _ENCODED_TARGETS[target] = _encode_target(target)
-        return f"{self._click_base}{value}.{mac}?u={encoded}"
+        return f"{self._click_base}{value}.{mac}?u={_encode_target(target)}"
 
     def clicks(self, send_id: int, count: int) -> list[str]:
         """`click(send_id, link)` for links 0 to `count - 1`: a message's literal links."""
@@ -214,6 +206,8 @@ class MessageLinks:
         return self._signer.sign("send", str(send_id))
 
 
+# A campaign's recipients share most targets: encoding one costs more than a look-up.
+@functools.lru_cache(maxsize=4096)
 def _encode_target(target: str) -> str:
     """`target` percent-encoded but for `A-Z a-z 0-9 _ . - ~ : /` (`quote`'s result)."""
     if not target.isascii():
