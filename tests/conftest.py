@@ -13,9 +13,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -46,12 +47,10 @@ class Backend:
     settings: Settings
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def backend(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Backend]:
-    name: str = request.param
-    var_dir: Path = tmp_path_factory.mktemp(f"envoi-{name}")
+@contextmanager
+def served_backend(name: str, var_dir: Path, **settings: Any) -> Iterator[Backend]:
+    """A migrated database of back-end `name` ("sqlite" or "postgresql") and envoi's API
+    served over it on loopback; `settings` override the test defaults."""
     with ExitStack() as stack:
         if name == "sqlite":
             url = sqlite_url(var_dir)
@@ -60,18 +59,25 @@ def backend(
         upgrade(url)
         engine = make_engine(url)
         stack.callback(engine.dispose)
-        settings = Settings(
-            database_url=url,
-            var_dir=var_dir,
-            secret_key="test-secret-key",
-            public_url="http://envoi.test",
-            auth_max_failures=1_000_000,  # every test client shares 127.0.0.1
+        defaults: dict[str, Any] = {
+            "secret_key": "test-secret-key",
+            "public_url": "http://envoi.test",
+            "auth_max_failures": 1_000_000,  # every test client shares 127.0.0.1
             # Delivery tests run their own workers against their own SMTP peer.
-            deliver_in_process=False,
-        )
-        app = create_app(settings, engine)
-        base_url = stack.enter_context(ServerThread(app))
-        yield Backend(name, url, base_url, make_sessionmaker(engine), settings)
+            "deliver_in_process": False,
+        }
+        config = Settings(database_url=url, var_dir=var_dir, **(defaults | settings))
+        base_url = stack.enter_context(ServerThread(create_app(config, engine)))
+        yield Backend(name, url, base_url, make_sessionmaker(engine), config)
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Backend]:
+    name: str = request.param
+    with served_backend(name, tmp_path_factory.mktemp(f"envoi-{name}")) as served:
+        yield served
 
 
 @dataclass

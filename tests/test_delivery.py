@@ -18,10 +18,8 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -29,16 +27,11 @@ import dkim  # type: ignore[import-untyped]  # dkimpy ships no type information
 import httpx
 import pytest
 
-from envoi.config import Settings
 from envoi.core.tokens import Click, Signer, read_click
-from envoi.db.session import make_engine, make_sessionmaker, upgrade
 from envoi.delivery.services import create_dkim_key
 from envoi.spool.models import SpoolEntry
-from envoi.testing.databases import sqlite_url, temporary_postgres_database
-from envoi.testing.server import ServerThread
 from envoi.testing.smtppeer import SmtpPeer
-from envoi.web.app import create_app
-from tests.conftest import ENVOI, POSTGRES_URL, ApiProject, Backend, Served
+from tests.conftest import ENVOI, ApiProject, Backend, Served, served_backend
 from tests.delivery_support import (
     WorkerClock,
     campaign_state,
@@ -63,26 +56,9 @@ def backend(
     """A database of this module's own: a worker delivers every running campaign it
     finds, and the other modules' campaigns are none of its business."""
     name: str = request.param
-    var_dir: Path = tmp_path_factory.mktemp(f"delivery-{name}")
-    with ExitStack() as stack:
-        if name == "sqlite":
-            url = sqlite_url(var_dir)
-        else:
-            url = stack.enter_context(temporary_postgres_database(POSTGRES_URL))
-        upgrade(url)
-        engine = make_engine(url)
-        stack.callback(engine.dispose)
-        settings = Settings(
-            database_url=url,
-            var_dir=var_dir,
-            secret_key="test-secret-key",
-            public_url="http://envoi.test",
-            bounce_domain="bounces.envoi.test",
-            auth_max_failures=1_000_000,
-            deliver_in_process=False,
-        )
-        base_url = stack.enter_context(ServerThread(create_app(settings, engine)))
-        yield Backend(name, url, base_url, make_sessionmaker(engine), settings)
+    var_dir = tmp_path_factory.mktemp(f"delivery-{name}")
+    with served_backend(name, var_dir, bounce_domain="bounces.envoi.test") as served:
+        yield served
 
 
 def test_campaign_reaches_every_outcome(backend: Backend, project: ApiProject) -> None:

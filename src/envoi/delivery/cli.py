@@ -7,17 +7,14 @@ imports this module.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from envoi.core.errors import EnvoiError, Invalid
+from envoi.commands import command_session
+from envoi.core.errors import Invalid
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
-
     from envoi.delivery.models import DkimKey
 
 # --- envoi dkim ------------------------------------------------------------------
@@ -27,26 +24,6 @@ dkim_app = typer.Typer(help="DKIM keys of a project's sending domains.")
 
 def _dkim_print(data: object) -> None:
     typer.echo(json.dumps(data, indent=2, default=str))
-
-
-@contextmanager
-def _dkim_session() -> Iterator[Session]:
-    """A session in a transaction on the configured database (migrated first); a
-    domain error becomes `error: ...` on stderr and exit code 1."""
-    from envoi.config import Settings  # noqa: PLC0415 - see the module docstring
-    from envoi.db.session import make_engine, make_sessionmaker, transaction, upgrade  # noqa: PLC0415
-
-    settings = Settings()
-    upgrade(settings.database_url)
-    engine = make_engine(settings.database_url)
-    try:
-        with transaction(make_sessionmaker(engine)) as session:
-            yield session
-    except EnvoiError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(code=1) from None
-    finally:
-        engine.dispose()
 
 
 @dkim_app.command("generate")
@@ -62,7 +39,7 @@ def dkim_generate(
     to publish; once it resolves, `envoi dkim activate ID` makes the key sign."""
     from envoi.delivery import services  # noqa: PLC0415 - see the module docstring
 
-    with _dkim_session() as session:
+    with command_session() as session:
         chosen = selector or services.default_selector()
         key, txt = services.create_dkim_key(session, project, domain, chosen, algorithm)
         row = _describe(key, txt)
@@ -81,7 +58,7 @@ def dkim_activate(
     from envoi.delivery import services  # noqa: PLC0415 - see the module docstring
 
     lookup = None if force else services.lookup_txt
-    with _dkim_session() as session:
+    with command_session() as session:
         try:
             key = services.activate_dkim_key(session, key_id, lookup=lookup)
         except Invalid as exc:
@@ -99,7 +76,7 @@ def dkim_deactivate(
     is active)."""
     from envoi.delivery import services  # noqa: PLC0415 - see the module docstring
 
-    with _dkim_session() as session:
+    with command_session() as session:
         key = services.deactivate_dkim_key(session, key_id)
         row = _describe(key, services.txt_value(key))
     _dkim_print(row)
@@ -112,7 +89,7 @@ def dkim_list(
     """List DKIM keys with their DNS records (never the private keys)."""
     from envoi.delivery import services  # noqa: PLC0415 - see the module docstring
 
-    with _dkim_session() as session:
+    with command_session() as session:
         rows = [
             {**_describe(key, services.txt_value(key)), "created_at": key.created_at}
             for key in services.list_dkim_keys(session, project)

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from email.utils import format_datetime
 from pathlib import Path
@@ -22,11 +20,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from envoi.core.errors import EnvoiError, Invalid
+from envoi.commands import command_session, fail
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
-
     from envoi.routers.models import CapturedMessage, Router
 
 router_app = typer.Typer(help="Routers: the routes mail leaves by (smtp relay, mx, capture).")
@@ -48,37 +44,6 @@ ConfigJson = Annotated[
         "--config", help='Other settings as a JSON object, e.g. \'{"ca_file": "/etc/ca.pem"}\''
     ),
 ]
-
-
-@contextmanager
-def _session() -> Iterator[Session]:
-    """One transaction on the migrated store; errors a person caused end the command."""
-    from envoi.config import Settings  # noqa: PLC0415 - see the module docstring
-    from envoi.db.session import make_engine, make_sessionmaker, transaction, upgrade  # noqa: PLC0415
-
-    settings = Settings()
-    upgrade(settings.database_url)
-    engine = make_engine(settings.database_url)
-    try:
-        with transaction(make_sessionmaker(engine)) as session:
-            yield session
-    except EnvoiError as exc:
-        raise _fail(_described(exc)) from None
-    finally:
-        engine.dispose()
-
-
-def _described(exc: EnvoiError) -> str:
-    if isinstance(exc, Invalid):
-        where = ".".join(str(part) for part in exc.loc if part != "body")
-        if where:
-            return f"{where}: {exc.message}"
-    return exc.message
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code=1)
 
 
 def _shown(router: Router) -> dict[str, Any]:
@@ -104,9 +69,9 @@ def _settings_given(
         try:
             given = json.loads(config_json)
         except ValueError as exc:
-            raise _fail(f"--config is not JSON: {exc}") from None
+            raise fail(f"--config is not JSON: {exc}") from None
         if not isinstance(given, dict):
-            raise _fail("--config must be a JSON object")
+            raise fail("--config must be a JSON object")
     given |= {key: value for key, value in flags.items() if value is not None}
     if password_file is not None:
         given["password"] = _read_password(password_file)
@@ -117,10 +82,10 @@ def _read_password(path: str) -> str:
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise _fail(f"cannot read the password: {exc.strerror or exc}") from None
+        raise fail(f"cannot read the password: {exc.strerror or exc}") from None
     password = text.rstrip("\r\n")
     if not password:
-        raise _fail("the password file is empty")
+        raise fail("the password file is empty")
     return password
 
 
@@ -150,7 +115,7 @@ def router_add(
     from envoi.routers import services  # noqa: PLC0415 - see the module docstring
 
     if (project is None) == (not shared):
-        raise _fail("give exactly one of --project ID and --shared")
+        raise fail("give exactly one of --project ID and --shared")
     settings = _settings_given(
         config,
         password_file,
@@ -163,9 +128,9 @@ def router_add(
         messages_per_second=messages_per_second,
         allow_private_network=allow_private_network or None,
     )
-    with _session() as session:
+    with command_session() as session:
         if project is not None and session.get(Project, project) is None:
-            raise _fail(f"project {project} not found")
+            raise fail(f"project {project} not found")
         router = services.create_router(
             session,
             project,
@@ -225,7 +190,7 @@ def router_set(
         changes["password"] = None
     if allow_private_network is not None:
         changes["allow_private_network"] = allow_private_network or None
-    with _session() as session:
+    with command_session() as session:
         router = services.operator_update(
             session, router_id, name=name, changes=changes, is_default=default
         )
@@ -240,7 +205,7 @@ def router_remove(
     """Delete any router, shared ones included, and every routing rule that uses it."""
     from envoi.routers import services  # noqa: PLC0415 - see the module docstring
 
-    with _session() as session:
+    with command_session() as session:
         services.operator_remove(session, router_id)
     typer.echo(json.dumps({"removed": router_id}))
 
@@ -257,7 +222,7 @@ def router_list(
     from envoi.routers import services  # noqa: PLC0415
     from envoi.routers.models import Router  # noqa: PLC0415
 
-    with _session() as session:
+    with command_session() as session:
         if project is None:
             rows = [_shown(r) for r in session.scalars(select(Router).order_by(Router.id))]
         else:
@@ -298,7 +263,7 @@ def captured_command(
     """Mail the capture router kept: one JSON line per message, newest first (or --raw)."""
     from envoi.routers import services  # noqa: PLC0415 - see the module docstring
 
-    with _session() as session:
+    with command_session() as session:
         messages = services.list_captured(session, project, limit=limit)
         lines = [_mbox_entry(m) if raw else json.dumps(_summary(m)) for m in messages]
     for line in lines:

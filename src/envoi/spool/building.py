@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from envoi.campaigns.models import AudienceMember, Campaign
@@ -54,12 +54,17 @@ def promote_planned(session: Session, now: datetime) -> list[int]:
         .order_by(Campaign.id)
         .with_for_update(skip_locked=True)
     )
-    promoted = []
+    return advance_all(session, query, Action.DUE)
+
+
+def advance_all(session: Session, query: Select[Campaign], action: Action) -> list[int]:
+    """Apply `action` to every campaign `query` selects; their ids."""
+    advanced = []
     for campaign in session.scalars(query):
-        campaign.state = advance(campaign, Action.DUE).value
-        promoted.append(campaign.id)
+        campaign.state = advance(campaign, action).value
+        advanced.append(campaign.id)
     session.flush()
-    return promoted
+    return advanced
 
 
 def advance(campaign: Campaign, action: Action) -> State:

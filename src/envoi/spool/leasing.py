@@ -103,12 +103,7 @@ def claim(
     ids = [row.id for row in taken]
     in_flight = [row.id for row in taken if row.state == "sending"]
     dialect = session.get_bind().dialect
-    parameters = {
-        "ids": ids_parameter(dialect, ids),
-        "owner": owner,
-        "until": datetime_value(dialect, now + timedelta(seconds=lease_seconds)),
-        "now": datetime_value(dialect, now),
-    }
+    parameters = _lease_parameters(dialect, ids, owner, now, lease_seconds)
     execute(session, _statement(dialect, "claim"), parameters)
     if in_flight:
         log.warning(
@@ -303,12 +298,7 @@ def mark_sending(
     if not ids:
         return []
     dialect = session.get_bind().dialect
-    parameters = {
-        "ids": ids_parameter(dialect, ids),
-        "owner": owner,
-        "until": datetime_value(dialect, now + timedelta(seconds=lease_seconds)),
-        "now": datetime_value(dialect, now),
-    }
+    parameters = _lease_parameters(dialect, ids, owner, now, lease_seconds)
     return sorted(row[0] for row in execute(session, _statement(dialect, "mark"), parameters))
 
 
@@ -375,3 +365,15 @@ def campaign_states(session: Session, ids: list[int]) -> dict[int, str]:
         return {}
     query = select(Campaign.id, Campaign.state).where(Campaign.id.in_(sorted(set(ids))))
     return dict(session.execute(query).all())
+
+
+def _lease_parameters(
+    dialect: Dialect, ids: list[int], owner: str, now: datetime, lease_seconds: float
+) -> dict[str, Any]:
+    """The parameters of the claim and mark statements: rows, owner, lease end, now."""
+    return {
+        "ids": ids_parameter(dialect, ids),
+        "owner": owner,
+        "until": datetime_value(dialect, now + timedelta(seconds=lease_seconds)),
+        "now": datetime_value(dialect, now),
+    }

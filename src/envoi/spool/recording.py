@@ -41,7 +41,7 @@ from envoi.delivery.interfaces import SmtpReply
 from envoi.emails.models import Email
 from envoi.quarantine.models import QuarantineEntry
 from envoi.quarantine.services import stronger_reason_update
-from envoi.spool.building import Dimensions, advance
+from envoi.spool.building import Dimensions, advance_all
 from envoi.spool.bulk import (
     OUTBOX,
     SPOOL,
@@ -110,12 +110,7 @@ def finish_campaigns(session: Session, now: datetime) -> list[int]:  # noqa: ARG
         .order_by(Campaign.id)
         .with_for_update(skip_locked=True)
     )
-    finished = []
-    for campaign in session.scalars(query):
-        campaign.state = advance(campaign, Action.FINISH).value
-        finished.append(campaign.id)
-    session.flush()
-    return finished
+    return advance_all(session, query, Action.FINISH)
 
 
 @dataclass
