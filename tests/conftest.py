@@ -142,6 +142,7 @@ class Served:
     env: dict[str, str]
     process: subprocess.Popen[str]
     var_dir: Path
+    smtp_port: int  # the inbound SMTP listener (bounces, complaints)
 
 
 def _free_port() -> int:
@@ -153,13 +154,16 @@ def _free_port() -> int:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
-    port = _free_port()
+    port, smtp_port = _free_port(), _free_port()
+    while smtp_port == port:  # both sockets were closed: the OS may hand one out twice
+        smtp_port = _free_port()
     var_dir = tmp_path / "var"
     env = {
         **os.environ,
         "ENVOI_VAR_DIR": str(var_dir),
         "ENVOI_DATABASE_URL": f"sqlite:///{var_dir}/envoi.db",
         "ENVOI_HTTP_LISTEN": f"127.0.0.1:{port}",
+        "ENVOI_SMTP_LISTEN": f"127.0.0.1:{smtp_port}",
     }
     process = subprocess.Popen(  # noqa: S603 - our own console script
         [str(ENVOI), "serve"], env=env, stderr=subprocess.PIPE, text=True
@@ -176,7 +180,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
             process.kill()
             raise RuntimeError(f"envoi serve did not start: {process.communicate()[1]}")
         time.sleep(0.1)
-    yield Served(base_url, env, process, var_dir)
+    yield Served(base_url, env, process, var_dir, smtp_port)
     if process.poll() is None:
         process.terminate()
         process.communicate(timeout=10)

@@ -167,6 +167,9 @@ def test_campaign_reaches_every_outcome(backend: Backend, project: ApiProject) -
     assert (tempfail.data["smtp_code"], tempfail.data["smtp_status"]) == (451, "4.7.1")
     permfail = next(e for e in events if e.kind == "permfail")
     assert permfail.data["bounce_class"] == permfail.data["reason"] == "user_unknown"
+    # The fine-grained reason and seed 003's error code (docs/bounces.md).
+    assert (permfail.data["bounce_reason"], permfail.data["error_code"]) == ("user_unknown", 11)
+    assert permfail.data["hard"] is True
 
 
 def test_retries_give_up_after_the_deadline(backend: Backend, project: ApiProject) -> None:
@@ -195,6 +198,7 @@ def test_retries_give_up_after_the_deadline(backend: Backend, project: ApiProjec
         "expired",
         "block_timeout",
     )
+    assert (last.data["bounce_reason"], last.data["error_code"]) == ("expired", 51)
 
 
 def _wait_for_attempt(backend: Backend, campaign_id: int, attempts: int) -> SpoolEntry:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from envoi.core.bounces import REASONS
 from envoi.core.smtp_replies import (
     BOUNCE_CLASSES,
     RULES,
@@ -223,7 +224,9 @@ def test_real_replies(code: int, status: str | None, text: str, expected: str) -
 def test_the_table_is_big_and_uses_only_seed_classes() -> None:
     assert len(REPLIES) >= 30
     assert {expected for *_, expected in REPLIES} == set(BOUNCE_CLASSES)
-    assert {rule.bounce_class for rule in RULES} <= set(BOUNCE_CLASSES)
+    # The table names reasons now (`core.bounces`); the classes derive from them.
+    assert {rule.reason for rule in RULES} <= set(REASONS)
+    assert {rule.bounce_class for rule in RULES if rule.bounce_class} <= set(BOUNCE_CLASSES)
 
 
 def test_hard_and_quarantine() -> None:
@@ -257,3 +260,22 @@ def test_the_status_wins_over_the_text() -> None:
 def test_classify_reply_reads_an_smtp_reply() -> None:
     reply = SmtpReply(550, "5.1.1", "no such user")
     assert classify_reply(reply) == classify(550, "5.1.1", "no such user")
+
+
+def test_a_classification_carries_the_reason_and_seed_003_error_code() -> None:
+    full = classify(552, "5.2.2", "Mailbox full")
+    assert (full.reason, full.error_code) == ("mailbox_full", 15)
+    greylisted = classify(450, "4.2.0", "Greylisted, see http://postgrey.schweikert.ch/")
+    assert (greylisted.bounce_class, greylisted.reason, greylisted.error_code) == (
+        "other_soft",
+        "rate_limited",
+        53,
+    )
+
+
+def test_no_answer_is_temporary_whatever_its_text() -> None:
+    """Code 0: delivery got no SMTP answer; the row is retried, never quarantined."""
+    refused = classify(0, None, "RCPT refused by mx:25: 550 5.1.1 User unknown")
+    assert (refused.hard, refused.quarantine) == (False, False)
+    silent = classify(0, None, "no MX host of example.com answered")
+    assert (silent.bounce_class, silent.reason) == ("other_soft", "network_error")

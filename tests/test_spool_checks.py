@@ -210,7 +210,7 @@ def test_the_fast_path_agrees_with_email_validator() -> None:
 
 QUARANTINE_CSV = (
     "email\ngone@q.com\nspam@q.com\nunsub@q.com\nbad@q.com\nmanual@q.com\n"
-    "later@q.com\nexpired@q.com\nclean@q.com\n"
+    "later@q.com\nexpired@q.com\nclean@q.com\ntired@q.com\n"
 )
 
 
@@ -222,6 +222,7 @@ def _quarantined(backend: Backend, project: ApiProject, other: ApiProject) -> No
         gone_q="nonexistent",
         spam_q="spam",
         unsub_q="unsubscribed",
+        tired_q="inactive",  # repeated soft bounces (inbound.services)
         bad_q="invalid",
         manual_q="manual",
         later_q=("manual", future),
@@ -246,6 +247,7 @@ def test_quarantined_addresses(
         "later@q.com": ("quarantined", "manual"),
         "expired@q.com": ("queued", None),
         "clean@q.com": ("queued", None),
+        "tired@q.com": ("quarantined", "inactive"),
     }
 
 

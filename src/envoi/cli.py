@@ -16,6 +16,7 @@ import typer
 
 from envoi.core.errors import EnvoiError
 from envoi.delivery.cli import dkim_app, worker_command
+from envoi.inbound.cli import bounce_app
 from envoi.routers.cli import captured_command, router_app
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(project_app, name="project")
 app.add_typer(router_app, name="router")
 app.add_typer(dkim_app, name="dkim")
+app.add_typer(bounce_app, name="bounce")
 app.command("captured")(captured_command)
 app.command("worker")(worker_command)
 
@@ -55,10 +57,12 @@ def _fail(exc: EnvoiError) -> typer.Exit:
 
 @app.command()
 def serve() -> None:
-    """Apply migrations, then serve every HTTP surface on ENVOI_HTTP_LISTEN."""
+    """Apply migrations, then serve every HTTP surface on ENVOI_HTTP_LISTEN and take
+    bounces and complaints over SMTP on ENVOI_SMTP_LISTEN."""
     import uvicorn  # noqa: PLC0415 - see the module docstring
 
-    from envoi.db.session import upgrade  # noqa: PLC0415
+    from envoi.db.session import make_engine, make_sessionmaker, upgrade  # noqa: PLC0415
+    from envoi.inbound.listener import FeedbackListener  # noqa: PLC0415
     from envoi.web.app import create_app  # noqa: PLC0415
     from envoi.web.observability import configure_logging  # noqa: PLC0415
 
@@ -68,16 +72,27 @@ def serve() -> None:
     upgrade(settings.database_url)
     logging.getLogger("envoi").info(
         "serving",
-        extra={"http": settings.http_listen, "database": _redacted(settings.database_url)},
+        extra={
+            "http": settings.http_listen,
+            "smtp": settings.smtp_listen,
+            "database": _redacted(settings.database_url),
+        },
     )
-    application = create_app(settings)
-    uvicorn.run(
-        application,
-        host=settings.http_host,
-        port=settings.http_port,
-        log_config=None,
-        access_log=False,
-    )
+    engine = make_engine(settings.database_url)
+    # Started first: a port already taken fails `envoi serve` before HTTP answers.
+    listener = FeedbackListener(settings, make_sessionmaker(engine))
+    listener.start()
+    try:
+        uvicorn.run(
+            create_app(settings, engine, registries=(listener.metrics.registry,)),
+            host=settings.http_host,
+            port=settings.http_port,
+            log_config=None,
+            access_log=False,
+        )
+    finally:
+        listener.stop()
+        engine.dispose()
 
 
 @db_app.command("upgrade")

@@ -99,6 +99,31 @@ class Settings(BaseSettings):
         "network; shared routers and those the operator allowed with `envoi router set ID "
         "--allow-private-network` may reach any address.",
     )
+    geoip_database: str = Field(
+        default="",
+        description="Path of a MaxMind-format (.mmdb) City or Country database that tracking "
+        "resolves client addresses with. When empty, the database shipped inside a PyPI "
+        "package is used (docs/tracking-rules.md says which, and what it covers).",
+    )
+    feedback_address: str = Field(
+        default="feedback",
+        description="Local part of the feedback-loop address (`LOCAL@` a project's bounce "
+        "domain) where mailbox providers send ARF complaint reports; VERP bounce addresses "
+        "(`bounces+TOKEN@`) are accepted too. Other recipients are refused at RCPT.",
+    )
+    soft_bounce_limit: int = Field(
+        default=3,
+        description="Soft bounces (full or recycled mailbox) of one address within "
+        "ENVOI_SOFT_BOUNCE_DAYS after which it is quarantined as `inactive`.",
+    )
+    soft_bounce_days: int = Field(
+        default=7,
+        description="The window, in days, over which ENVOI_SOFT_BOUNCE_LIMIT counts soft bounces.",
+    )
+    inbound_max_message_bytes: int = Field(
+        default=10 << 20,
+        description="Largest report the inbound SMTP listener accepts (SIZE); bigger ones get 552.",
+    )
     var_dir: Path = Field(
         default=Path("./var"),
         description="Directory for the embedded databases and the generated secret key.",
@@ -129,3 +154,11 @@ class Settings(BaseSettings):
     @property
     def http_port(self) -> int:
         return int(self.http_listen.rsplit(":", 1)[1])
+
+    @property
+    def smtp_host(self) -> str:
+        return self.smtp_listen.rsplit(":", 1)[0]
+
+    @property
+    def smtp_port(self) -> int:
+        return int(self.smtp_listen.rsplit(":", 1)[1])

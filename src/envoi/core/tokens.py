@@ -155,8 +155,10 @@ class MessageLinks:
 
     The tracking endpoints (issue: tracking and feedback) read these paths back:
     `/t/o/` open pixel, `/t/c/` click, `/t/m/` web view ("mirror"), `/t/u/`
-    unsubscribe. A click's value is `SEND-LINK`: LINK is the link's index in the
-    message (see `click`); `read_click` verifies it.
+    unsubscribe, `/t/f/` forward to a friend, `/t/g/` goal (the customer's site
+    calls it with the `goal` token the message carried). A click's value is
+    `SEND-LINK`: LINK is the link's index in the message (see `click`); `read_click`
+    verifies it.
     """
 
     def __init__(self, public_url: str, signer: Signer) -> None:
@@ -193,6 +195,16 @@ class MessageLinks:
 
     def unsubscribe(self, send_id: int) -> str:
         return f"{self._base}/t/u/{self._signer.sign('unsubscribe', str(send_id))}"
+
+    def forward(self, send_id: int) -> str:
+        """The forward-to-a-friend page of the message."""
+        return f"{self._base}/t/f/{self._signer.sign('forward', str(send_id))}"
+
+    def goal_token(self, send_id: int) -> str:
+        """The token a customer's site passes back to `/t/g/TOKEN` on a conversion: the
+        message puts it in the links to the site (`{{ goal_token }}`), a token rather
+        than a URL because the site, not the message, decides when to call."""
+        return self._signer.sign("goal", str(send_id))
 
     def return_path(self, send_id: int, domain: str) -> str:
         """The VERP envelope sender: a DSN to it names its send."""

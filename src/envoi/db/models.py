@@ -6,6 +6,7 @@ from envoi.db.base import Base
 from envoi.delivery.models import DkimKey
 from envoi.emails.models import Email, EmailAsset, EmailContent
 from envoi.events.models import ApiEvent
+from envoi.inbound.models import ReceivedReport
 from envoi.outbox.models import OutboxEvent
 from envoi.profiles.models import Erasure, Profile, ProfileField, Subscription
 from envoi.projects.models import Project
@@ -33,6 +34,7 @@ __all__ = [
     "ProfileField",
     "Project",
     "QuarantineEntry",
+    "ReceivedReport",
     "Router",
     "RoutingRule",
     "Segment",

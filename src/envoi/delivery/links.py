@@ -63,7 +63,7 @@ _HREF = re.compile(
 )
 _TRACKABLE = re.compile(r"\s*https?://", re.IGNORECASE)
 # The links envoi itself puts in a message are never click-tracked.
-_OWN_LINK = re.compile(r"\{\{-?\s*(?:unsubscribe_url|web_view_url)\s*-?\}\}")
+_OWN_LINK = re.compile(r"\{\{-?\s*(?:unsubscribe_url|web_view_url|forward_url)\s*-?\}\}")
 # A target with a control character in it (a CR LF from data) is not made a redirect.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # An http(s) URL in plain text: up to white space, `<`, `>` or `"`, possibly with Jinja

@@ -317,7 +317,7 @@ class MessageFactory:
 
 
 def compiled_key(job: Job) -> CompiledKey:
-    language = job.profile.get("language")
+    language = job.profile.get("language") or job.claim.language
     return (job.claim.campaign_id, job.claim.email_id, language or None)
 
 

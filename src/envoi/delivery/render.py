@@ -46,6 +46,12 @@ OPEN_VARIABLE = "_envoi_open"
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 _USES_UNSUBSCRIBE = re.compile(r"\bunsubscribe_url\b")
 _USES_WEB_VIEW = re.compile(r"\bweb_view_url\b")
+# Variables a template may use that cost an HMAC each: made only for templates using them.
+_USES_FORWARD = re.compile(r"\bforward_url\b")
+_USES_GOAL = re.compile(r"\bgoal_token\b")
+# What the web view shows instead of the open pixel: a transparent 1x1 GIF that needs no
+# request (a page viewed in the browser is a `mirror`, not an open).
+BLANK_PIXEL = "data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7"
 _FOOTER_STYLE = "font-size:12px;line-height:18px;color:#888888;text-align:center;padding:16px 0"
 _FOOTER_LINK_STYLE = "color:#888888;text-decoration:underline"
 WEB_VIEW_LABEL = "View this email in your browser"
@@ -186,6 +192,8 @@ class CompiledMessage:
         )
         self._written_in_html = compiled.written_in_html
         self._written_in_text = compiled.written_in_text
+        self._uses_forward = compiled.uses_forward
+        self._uses_goal = compiled.uses_goal
         self._bounce_domain = context.bounce_domain
         self._globals: dict[str, Any] = {}
         for template in self._templates:
@@ -237,6 +245,37 @@ class CompiledMessage:
         headers = self._headers(recipient, subject, unsubscribe_url)
         return self._skeleton.assemble(headers, bodies)
 
+    def web_view(self, recipient: Recipient) -> str:
+        """The personalised HTML of the message as the web view (`/t/m/`) shows it: the
+        HTML part rendered as `render` renders it, with the same tracked links, but no
+        open pixel (`BLANK_PIXEL` in its place). A message without HTML shows its text
+        part in a `<pre>`. Raises RenderError when the templates fail on this
+        recipient's data."""
+        send_id = recipient.send_id
+        links = self._links
+        variables = self._variables(recipient, links.unsubscribe(send_id), links.mirror(send_id))
+        clicks = links.clicks(send_id, len(self.link_urls))
+        variables.update(zip(self._link_variables, clicks, strict=True))
+        variables[OPEN_VARIABLE] = BLANK_PIXEL
+        templates = self._templates
+        # Numbered as in `render`: the HTML's written links first.
+        written = marks.DynamicLinks(len(self.link_urls), partial(links.click, send_id))
+        try:
+            if templates.html is not None:
+                page = _render(templates.html, variables)
+                return written.fill(page, html_part=True) if self._written_in_html else page
+            subject = _render(templates.subject, variables)
+            text = _render(templates.text, variables)
+            if self._written_in_text:
+                text = written.fill(text, html_part=False)
+        except Exception as exc:  # a template can raise whatever its expressions raise
+            raise RenderError(f"send {send_id}: {type(exc).__name__}: {exc}") from exc
+        return (
+            '<!DOCTYPE html><html><head><meta charset="utf-8">'
+            f"<title>{html.escape(subject)}</title></head>"
+            f'<body><pre style="white-space:pre-wrap">{html.escape(text)}</pre></body></html>'
+        )
+
     def _variables(
         self, recipient: Recipient, unsubscribe_url: str, web_view_url: str
     ) -> dict[str, Any]:
@@ -244,7 +283,7 @@ class CompiledMessage:
         # data can then never make a tracked link (links.py).
         profile: dict[str, Any] = marks.without_markers(recipient.profile)
         params: dict[str, Any] = marks.without_markers(recipient.params)
-        return {
+        variables = {
             **self._globals,
             **profile,
             **params,
@@ -254,6 +293,11 @@ class CompiledMessage:
             "unsubscribe_url": unsubscribe_url,
             "web_view_url": web_view_url,
         }
+        if self._uses_forward:
+            variables["forward_url"] = self._links.forward(recipient.send_id)
+        if self._uses_goal:
+            variables["goal_token"] = self._links.goal_token(recipient.send_id)
+        return variables
 
     def _headers(self, recipient: Recipient, subject: str, unsubscribe_url: str) -> str:
         send_id = recipient.send_id
@@ -302,6 +346,8 @@ class _Compiled(NamedTuple):
     link_urls: tuple[str, ...]
     written_in_html: bool  # the HTML has links its template writes
     written_in_text: bool
+    uses_forward: bool  # some template says `forward_url`
+    uses_goal: bool  # some template says `goal_token`
 
 
 def _compile_templates(email: Email, content: EmailContent) -> _Compiled:
@@ -328,11 +374,14 @@ def _compile_templates(email: Email, content: EmailContent) -> _Compiled:
         text=_compile("text_plain", language, text_source),
         amp=_compile("x_amp_html", language, amp) if amp else None,
     )
+    sources = "\n".join(filter(None, (subject, html_source, text_source, amp)))
     return _Compiled(
         templates,
         tuple(urls),
         written_in_html=html_source is not None and marks.DYNAMIC_OPEN in html_source,
         written_in_text=marks.DYNAMIC_OPEN in text_source,
+        uses_forward=_USES_FORWARD.search(sources) is not None,
+        uses_goal=_USES_GOAL.search(sources) is not None,
     )
 
 

@@ -10,8 +10,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 from envoi.db.base import Base, UTCDateTime, created_at, intpk, project_fk
 
 # Why an address is quarantined. `gdpr` entries come from erasure (profiles/erasure.py
-# keeps only hashes, so such an entry is listed by hash, see quarantine.services).
-REASONS = ("nonexistent", "spam", "unsubscribed", "gdpr", "invalid", "manual")
+# keeps only hashes, so such an entry is listed by hash, see quarantine.services);
+# `inactive` ones from repeated soft bounces of a full or suspended mailbox
+# (inbound.services: ENVOI_SOFT_BOUNCE_LIMIT within ENVOI_SOFT_BOUNCE_DAYS).
+REASONS = ("nonexistent", "spam", "unsubscribed", "gdpr", "invalid", "manual", "inactive")
 
 
 class QuarantineEntry(Base):

@@ -9,7 +9,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from envoi.web.schemas import StrictModel
 
-Reason = Literal["nonexistent", "spam", "unsubscribed", "gdpr", "invalid", "manual"]
+Reason = Literal["nonexistent", "spam", "unsubscribed", "gdpr", "invalid", "manual", "inactive"]
 
 
 class QuarantineIn(StrictModel):

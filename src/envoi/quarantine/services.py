@@ -1,10 +1,11 @@
 """Quarantined addresses: who must not be mailed, why, and until when.
 
-Entries come from bounces (`nonexistent`), complaints (`spam`), unsubscribes, GDPR
-erasure, syntax checks and people (`manual`, through the API). An address has at most
-one entry per project; adding it again keeps the stronger reason (a complaint outranks
-a bounce, see `STRENGTH`), and among equals the newer one, so an entry only ever
-hardens until it is removed or expires.
+Entries come from bounces (`nonexistent`; `inactive` after repeated soft bounces of a
+full or suspended mailbox), complaints (`spam`), unsubscribes, GDPR erasure, syntax
+checks and people (`manual`, through the API). An address has at most one entry per
+project; adding it again keeps the stronger reason (a complaint outranks a bounce, see
+`STRENGTH`), and among equals the newer one, so an entry only ever hardens until it is
+removed or expires.
 
 That rule is written once, in SQL (`stronger_reason_update`): the SET clause of an
 `INSERT ... ON CONFLICT (project_id, address) DO UPDATE`, which both back-ends run
@@ -33,11 +34,14 @@ from envoi.quarantine.models import REASONS, QuarantineEntry
 
 # Higher wins when an address is quarantined again for another reason. A legal erasure
 # and a complaint are the strongest; a person's manual entry is the weakest claim.
+# `inactive` (a mailbox full or suspended for days) is weaker than `nonexistent` (it
+# may come back), stronger than a syntax verdict or a manual note.
 STRENGTH = {
-    "gdpr": 6,
-    "spam": 5,
-    "unsubscribed": 4,
-    "nonexistent": 3,
+    "gdpr": 7,
+    "spam": 6,
+    "unsubscribed": 5,
+    "nonexistent": 4,
+    "inactive": 3,
     "invalid": 2,
     "manual": 1,
 }

@@ -5,14 +5,14 @@ check, whatever the batch holds: the quarantine, the GDPR erasures, the category
 subscriptions, and the recent deliveries (sent quarantine). Precedence, first match:
 
   noaddress → invalid (syntax) → gdpr (an erased identifier) → quarantine entry
-  (nonexistent, invalid, manual, gdpr, spam, unsubscribed) → category_unsubscribed →
+  (nonexistent, invalid, manual, gdpr, spam, unsubscribed, inactive) → category_unsubscribed →
   sent_quarantine.
 
-Transactional (`is_urgent`) emails skip the marketing checks: the spam and
-unsubscribed quarantine, the category subscription and the sent quarantine. They
-still skip what can never or must never be mailed: no address, bad syntax, an erased
-person, and a quarantined address that is nonexistent, invalid, gdpr or `manual` (an
-operator's explicit block).
+Transactional (`is_urgent`) emails skip the marketing checks: the spam, unsubscribed
+and inactive (repeated soft bounces) quarantine, the category subscription and the
+sent quarantine. They still skip what can never or must never be mailed: no address,
+bad syntax, an erased person, and a quarantined address that is nonexistent, invalid,
+gdpr or `manual` (an operator's explicit block).
 
 Sent quarantine: `min_send_interval` is in **seconds** (docs/api-campaigns.md), the
 time that must separate two mails to one address in the project. The last mail is
@@ -59,7 +59,7 @@ QUEUED, BLOCKED, QUARANTINED = "queued", "blocked", "quarantined"
 
 # Quarantine reasons every email respects, and those only marketing email does.
 ALWAYS_QUARANTINED = frozenset({"nonexistent", "invalid", "gdpr", "manual"})
-MARKETING_QUARANTINED = frozenset({"spam", "unsubscribed"})
+MARKETING_QUARANTINED = frozenset({"spam", "unsubscribed", "inactive"})
 
 # Plain ASCII addresses that email-validator accepts for certain (a strict subset of
 # its rules: atoms separated by single dots, letters-only TLD, no IDNA `--` labels),

@@ -61,6 +61,9 @@ class Claim:
     attempts: int
     uncertain: bool
     priority: int
+    # The variant's language when the row names one (a forwarded copy: the friend has
+    # no profile, and reads the language the original recipient read).
+    language: str | None = None
 
 
 CLAIM_COLUMNS = (
@@ -77,6 +80,7 @@ CLAIM_COLUMNS = (
     SpoolEntry.priority,
     SpoolEntry.state,
     SpoolEntry.not_before,
+    SpoolEntry.language,
 )
 
 
@@ -201,6 +205,7 @@ class _Claimed(NamedTuple):
     priority: int
     state: str
     not_before: Any
+    language: str | None
 
 
 _PARAMS = _Claimed._fields.index("params")
@@ -286,6 +291,7 @@ def claim_of(row: _Claimed, uncertain: bool) -> Claim:
         row.attempts,
         uncertain or row.uncertain,
         row.priority,
+        row.language,
     )
 
 

@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 
 from envoi.campaigns.models import Campaign
 from envoi.campaigns.spec import PostType
+from envoi.core import bounces
 from envoi.core.campaign_states import Action, State
 from envoi.core.smtp_replies import classify
 from envoi.delivery.interfaces import SmtpReply
@@ -298,6 +299,9 @@ def _replied(
         return _Outcome(values | {"state": "delivered"}, "delivered", data)
     classification = classify(reply.code, reply.status, reply.text)
     data["bounce_class"] = classification.bounce_class
+    data["bounce_reason"] = classification.reason
+    data["error_code"] = classification.error_code
+    data["hard"] = classification.hard
     if outcome == "permfail":
         values |= {"state": "permfail", "reason": classification.bounce_class}
         data["reason"] = classification.bounce_class
@@ -310,7 +314,14 @@ def _replied(
     deadline = values["first_attempt_at"] + GIVE_UP_AFTER
     if now >= deadline:
         values |= {"state": "permfail", "reason": EXPIRED_REASON}
-        data |= {"reason": EXPIRED_REASON, "bounce_class": EXPIRED_CLASS}
+        given_up = bounces.verdict(EXPIRED_REASON, permanent=True)
+        data |= {
+            "reason": EXPIRED_REASON,
+            "bounce_class": EXPIRED_CLASS,
+            "bounce_reason": given_up.reason,
+            "error_code": given_up.error_code,
+            "hard": given_up.hard,
+        }
         return _Outcome(values, "permfail", data)
     retry_at = min(now + retry_delay(values["attempts"]), deadline)
     values |= {"state": "deferred", "not_before": retry_at}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import gc
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
+from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import Engine
 
 from envoi import __version__
@@ -26,6 +28,8 @@ from envoi.routers.api import router as routers_router
 from envoi.segments.api import router as segments_router
 from envoi.segments.workers import SegmentGenerator
 from envoi.sources.api import router as sources_router
+from envoi.tracking.api import Tracking, TrackingMiddleware
+from envoi.tracking.metrics import TrackingMetrics
 from envoi.web.errors import BodyLimitMiddleware, install_error_handlers
 from envoi.web.observability import HttpMetrics, ObservabilityMiddleware
 
@@ -40,24 +44,41 @@ def health() -> dict[str, str]:
     return {"status": "ok", "version": __version__}
 
 
-def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
-    """Build the app around one engine; the caller owns migrations and the engine's life."""
+def create_app(
+    settings: Settings,
+    engine: Engine | None = None,
+    registries: Sequence[CollectorRegistry] = (),
+) -> FastAPI:
+    """Build the app around one engine; the caller owns migrations and the engine's life.
+    `registries`: metrics of other services of the process, shown at `/metrics` too."""
     engine = engine or make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
     segment_generator = SegmentGenerator(sessions)
     delivery = DeliveryService(settings, sessions) if settings.deliver_in_process else None
+    metrics = HttpMetrics()
+    tracking = Tracking(settings, sessions, TrackingMetrics(metrics.registry))
+    for registry in (*registries, *([delivery.metrics.registry] if delivery else [])):
+        metrics.include(registry)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # Background workers live exactly as long as the server.
         segment_generator.start()
+        tracking.start()
         if delivery is not None:
             delivery.start()
+        # What exists now (the app, SQLAlchemy's and FastAPI's structures, caches
+        # warmed by `tracking.start`) lives as long as the server: out of the cyclic
+        # garbage collector's way. Otherwise each full collection walks all of it, about
+        # 100 ms with the loop stopped: a tracking hit's p99 went from 24 ms to 120 ms.
+        gc.freeze()
         try:
             yield
         finally:
+            gc.unfreeze()  # several apps in one process (tests): collectable again
             if delivery is not None:
                 delivery.stop()
+            tracking.stop()
             segment_generator.stop()
 
     app = FastAPI(
@@ -67,14 +88,18 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         openapi_url="/api/v1/openapi.json",
         docs_url="/api/v1/docs",
         redoc_url=None,
+        # envoi reports through Prometheus (`/metrics`), not OpenTelemetry; FastAPI's
+        # native telemetry would otherwise look up OpenTelemetry's providers (an
+        # environment read) on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = sessions
     app.state.authenticator = Authenticator(max_failures=settings.auth_max_failures)
     app.state.segment_generator = segment_generator
+    app.state.tracking = tracking
     install_error_handlers(app)
-    metrics = HttpMetrics()
     # No JSON body of the API comes near the cap (10,000 profiles are ~3 MiB); campaign
     # writes carry address lists and enforce their own, larger, limit.
     app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY_BYTES, exempt=is_campaign_write)
@@ -95,4 +120,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     ):
         app.include_router(router, prefix="/api/v1")
     app.include_router(assets_router)
+    # Last, so outermost: tracking hits (`/t/...`) are answered before any other
+    # middleware or FastAPI's routing runs (`tracking.api`).
+    app.add_middleware(TrackingMiddleware, tracking=tracking)
     return app

@@ -88,8 +88,17 @@ class HttpMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
         )
 
+        # The registries of the other services in this process (the delivery worker,
+        # the inbound listener): one `/metrics` shows them all.
+        self._others: list[CollectorRegistry] = []
+
+    def include(self, registry: CollectorRegistry) -> None:
+        """Serve `registry`'s metrics at `/metrics` too."""
+        self._others.append(registry)
+
     def render(self, _request: Request) -> Response:
-        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+        body = b"".join(generate_latest(r) for r in (self.registry, *self._others))
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 class ObservabilityMiddleware:
