@@ -506,6 +506,7 @@ def test_transactional_email_skips_only_the_marketing_checks(
         # Marketing checks a transactional email skips:
         "spam@q.com": ("queued", None),
         "unsub@q.com": ("queued", None),
+        "tired@q.com": ("queued", None),  # inactive: repeated soft bounces
         "ann@example.com": ("queued", None),  # unsubscribed from the category
         "recent@example.com": ("queued", None),  # mailed ten minutes ago
         "expired@q.com": ("queued", None),

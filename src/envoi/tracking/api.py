@@ -155,32 +155,16 @@ class Tracking:
             await http.redirect(send, outcome.location)
 
     async def _mirror(self, scope: Scope, _receive: Receive, send: Send, token: str) -> None:
-        method = scope["method"]
-        if method not in {"GET", "HEAD"}:
-            await http.not_allowed(send, b"GET, HEAD")
-            return
-        send_id = self._verify("mirror", token)
+        send_id = await self._page_request(scope, send, "mirror", token, b"GET, HEAD")
         if send_id is None:
-            await http.not_found(send, method)
-            return
-        if method == "HEAD":  # a link checker: nothing shown, nothing recorded
-            await http.html(send, 200, "", method)
             return
         await self._page(send, await self._record(_hit(Action.MIRROR, send_id, scope)))
 
     async def _unsubscribe(self, scope: Scope, receive: Receive, send: Send, token: str) -> None:
-        method = scope["method"]
-        if method not in {"GET", "HEAD", "POST"}:
-            await http.not_allowed(send, b"GET, HEAD, POST")
-            return
-        send_id = self._verify("unsubscribe", token)
+        send_id = await self._page_request(scope, send, "unsubscribe", token, b"GET, HEAD, POST")
         if send_id is None:
-            await http.not_found(send, method)
             return
-        if method == "HEAD":
-            await http.html(send, 200, "", method)
-            return
-        if method == "GET":
+        if scope["method"] == "GET":
             # RFC 8058: a GET (a link scanner's, a prefetch's) never unsubscribes.
             outcome = await self._record(_hit(Action.UNSUBSCRIBE_PAGE, send_id, scope))
             await self._page(send, outcome)
@@ -201,18 +185,10 @@ class Tracking:
         await self._page(send, await self._record(hit))
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send, token: str) -> None:
-        method = scope["method"]
-        if method not in {"GET", "HEAD", "POST"}:
-            await http.not_allowed(send, b"GET, HEAD, POST")
-            return
-        send_id = self._verify("forward", token)
+        send_id = await self._page_request(scope, send, "forward", token, b"GET, HEAD, POST")
         if send_id is None:
-            await http.not_found(send, method)
             return
-        if method == "HEAD":
-            await http.html(send, 200, "", method)
-            return
-        if method == "GET":
+        if scope["method"] == "GET":
             await self._page(send, await self._record(_hit(Action.FORWARD_PAGE, send_id, scope)))
             return
         form = await self._form(scope, receive, send)
@@ -271,6 +247,25 @@ class Tracking:
             self.metrics.forged_hit(purpose)
             return None
         return int(value)
+
+    async def _page_request(
+        self, scope: Scope, send: Send, purpose: str, token: str, allowed: bytes
+    ) -> int | None:
+        """The send id of a request for a page (`allowed` methods) with a genuine token
+        of `purpose`; None when it is already answered: a method not allowed, a forged
+        token (404), or a HEAD (a link checker's: nothing shown, nothing recorded)."""
+        method = scope["method"]
+        if method.encode() not in allowed.split(b", "):
+            await http.not_allowed(send, allowed)
+            return None
+        send_id = self._verify(purpose, token)
+        if send_id is None:
+            await http.not_found(send, method)
+            return None
+        if method == "HEAD":
+            await http.html(send, 200, "", method)
+            return None
+        return send_id
 
     async def _record(self, hit: Hit) -> Outcome:
         try:
