@@ -16,6 +16,7 @@ import typer
 
 from envoi.core.errors import EnvoiError
 from envoi.delivery.cli import dkim_app, worker_command
+from envoi.eventstore.cli import events_app
 from envoi.inbound.cli import bounce_app
 from envoi.routers.cli import captured_command, router_app
 
@@ -30,6 +31,7 @@ app.add_typer(project_app, name="project")
 app.add_typer(router_app, name="router")
 app.add_typer(dkim_app, name="dkim")
 app.add_typer(bounce_app, name="bounce")
+app.add_typer(events_app, name="events")
 app.command("captured")(captured_command)
 app.command("worker")(worker_command)
 

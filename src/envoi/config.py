@@ -23,8 +23,9 @@ class Settings(BaseSettings):
         description="OLTP store: `sqlite:///path` (embedded, WAL) or `postgresql://user@host/db`.",
     )
     events_url: str = Field(
-        default="duckdb:///./var/events.duckdb",
-        description="Event store for statistics: `duckdb:///path` (embedded default).",
+        default="",
+        description="Event store for statistics: `duckdb:///path` (embedded). Empty: "
+        "`duckdb:///VAR_DIR/events.duckdb`, beside the generated secret key.",
     )
     http_listen: str = Field(
         default="127.0.0.1:8080",
@@ -141,6 +142,11 @@ class Settings(BaseSettings):
         path.write_text(key + "\n")
         path.chmod(0o600)
         return key
+
+    @property
+    def events_store_url(self) -> str:
+        """`events_url`, or the store in `var_dir` when it is empty."""
+        return self.events_url or f"duckdb:///{self.var_dir / 'events.duckdb'}"
 
     @property
     def trusted_hosts(self) -> tuple[str, ...]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from envoi import __version__
 from envoi.campaigns.api import is_campaign_write
@@ -20,6 +22,9 @@ from envoi.delivery.workers import DeliveryService
 from envoi.emails.api import assets_router
 from envoi.emails.api import router as emails_router
 from envoi.events.api import router as events_router
+from envoi.eventstore.duckdb import open_store
+from envoi.eventstore.interfaces import StoreUnavailable
+from envoi.eventstore.projector import Projector
 from envoi.profiles.api import fields_router
 from envoi.profiles.api import router as users_router
 from envoi.projects.services import Authenticator
@@ -28,12 +33,16 @@ from envoi.routers.api import router as routers_router
 from envoi.segments.api import router as segments_router
 from envoi.segments.workers import SegmentGenerator
 from envoi.sources.api import router as sources_router
+from envoi.statistics.api import jsonrpc_router as stats_jsonrpc_router
+from envoi.statistics.api import tags_router as stats_tags_router
 from envoi.tracking.api import Tracking, TrackingMiddleware
 from envoi.tracking.metrics import TrackingMetrics
 from envoi.web.errors import BodyLimitMiddleware, install_error_handlers
 from envoi.web.observability import HttpMetrics, ObservabilityMiddleware
 
 MAX_BODY_BYTES = 64 << 20
+
+log = logging.getLogger(__name__)
 
 health_router = APIRouter(tags=["health"])
 
@@ -42,6 +51,23 @@ health_router = APIRouter(tags=["health"])
 def health() -> dict[str, str]:
     """Liveness probe; needs no credentials."""
     return {"status": "ok", "version": __version__}
+
+
+def start_projector(
+    app: FastAPI, settings: Settings, sessions: sessionmaker[Session], metrics: HttpMetrics
+) -> Projector | None:
+    """Open the event store (`app.state.event_store`) and project the outbox into it on
+    a thread; None (statistics off, said in the log) when another process holds it."""
+    try:
+        store = open_store(settings.events_store_url)
+    except StoreUnavailable as exc:
+        log.error("event store unavailable: statistics are off", extra={"error": exc.message})
+        return None
+    projector = Projector(sessions, store, poll_seconds=settings.worker_poll_seconds)
+    metrics.include(projector.metrics.registry)
+    app.state.event_store = store
+    projector.start()
+    return projector
 
 
 def create_app(
@@ -61,12 +87,13 @@ def create_app(
         metrics.include(registry)
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Background workers live exactly as long as the server.
         segment_generator.start()
         tracking.start()
         if delivery is not None:
             delivery.start()
+        projector = start_projector(app, settings, sessions, metrics)
         # What exists now (the app, SQLAlchemy's and FastAPI's structures, caches
         # warmed by `tracking.start`) lives as long as the server: out of the cyclic
         # garbage collector's way. Otherwise each full collection walks all of it, about
@@ -80,6 +107,10 @@ def create_app(
                 delivery.stop()
             tracking.stop()
             segment_generator.stop()
+            if projector is not None:
+                projector.stop()
+                app.state.event_store = None
+                projector.store.close()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -99,6 +130,7 @@ def create_app(
     app.state.authenticator = Authenticator(max_failures=settings.auth_max_failures)
     app.state.segment_generator = segment_generator
     app.state.tracking = tracking
+    app.state.event_store = None  # the EventStore while the server runs (its lifespan)
     install_error_handlers(app)
     # No JSON body of the API comes near the cap (10,000 profiles are ~3 MiB); campaign
     # writes carry address lists and enforce their own, larger, limit.
@@ -120,6 +152,9 @@ def create_app(
     ):
         app.include_router(router, prefix="/api/v1")
     app.include_router(assets_router)
+    # The compatible statistics surfaces, at their seeds' own paths.
+    app.include_router(stats_jsonrpc_router)  # seed 001: POST /api/1.5/
+    app.include_router(stats_tags_router)  # seed 004: GET /v1/stats/{tag}
     # Last, so outermost: tracking hits (`/t/...`) are answered before any other
     # middleware or FastAPI's routing runs (`tracking.api`).
     app.add_middleware(TrackingMiddleware, tracking=tracking)

@@ -1,0 +1,368 @@
+"""The event store in an embedded DuckDB file (`ENVOI_EVENTS_URL=duckdb:///PATH`).
+
+One connection; readers each take a cursor of their own (a DuckDB connection is not
+shared between threads), writers queue on a lock and write through one cursor, whose
+temporary tables hold the rows in hand. A call is one transaction, its rows taken
+CHUNK at a time:
+1. the rows are appended to a temporary table (DuckDB's appender), CHUNK at a time:
+   outbox rows as they were read, turned into events in SQL (`mapping.select_sql`:
+   no Python step per event), or event rows;
+2. what an event's flags and provider depend on (`mapping.KEY_COLUMNS`) is read into
+   `chunk_keys`; the provider of each new domain is looked up once;
+3. `firsts` (per (project, post, recipient, kind): the earliest event, and the
+   earliest one by a person) is upserted with the chunk's earliest events of each
+   key, through its primary key index; the rows it changed name the chunk's first
+   occurrences, and the events they displaced (an earlier event came late), which
+   lose their flag;
+4. the chunk is inserted into `events`, but for the ids stored already;
+5. the cursor is written to `projector_state`; commit.
+
+`events` has no primary key: DuckDB's index on it tripled the cost of an insert, and
+an id already stored is found as cheaply without it. Ids grow with the outbox (and
+imported ones sit above IMPORT_ID_BASE), so a chunk's ids fall in the last row groups
+and the anti-join's range filter skips the others by their min/max.
+
+DuckDB lets one process open a file for writing: a second one (an `envoi events`
+command while `envoi serve` runs) gets `StoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from envoi.core.providers import provider_of
+from envoi.eventstore.interfaces import OutboxRow, StoreUnavailable
+from envoi.eventstore.mapping import (
+    GIVEN,
+    KEY_COLUMNS,
+    OUTBOX_COLUMNS,
+    TYPES,
+    keys_sql,
+    naive_utc,
+    select_sql,
+)
+from envoi.eventstore.schema import IMPORT_ID_BASE, NAMES, TABLE, create_table_sql
+
+URL_PREFIX = "duckdb:///"
+# Values of projector_state: the outbox cursor, how many import ids were used, and
+# how many chunks were written (each marks the `firsts` rows it changed).
+CURSOR = "cursor"
+IMPORTED = "imported"
+WRITES = "writes"
+# Rows of a call that are Python objects at once; a call may bring more (a DuckDB row
+# group, 122,880 rows, is written straight to the file, without the write-ahead log).
+CHUNK = 20_000
+
+_EVENTS = create_table_sql()
+_STATE = "CREATE TABLE IF NOT EXISTS projector_state (name VARCHAR PRIMARY KEY, value BIGINT)"
+# One row per (project, post, recipient, kind) (`key`: its md5_number, 128 bits, so
+# two keys never collide in practice, and a small index): its earliest event, and its
+# earliest event by a person; `write` is the write that changed the row last, and
+# `lost_first` / `lost_human` the events that lost their flag in it.
+_FIRSTS = """CREATE TABLE IF NOT EXISTS firsts (
+    key UHUGEINT PRIMARY KEY,
+    first_at TIMESTAMP NOT NULL,
+    first_id BIGINT NOT NULL,
+    human_at TIMESTAMP,
+    human_id BIGINT,
+    write BIGINT NOT NULL,
+    lost_first BIGINT,
+    lost_human BIGINT
+)"""
+
+
+def earliest(source: str) -> str:
+    """(key, first, human) of the events of `source`: per key, the earliest event and
+    the earliest one made by a person (`machine` None), each {occurred_at, id}.
+    Without a post (a message outside campaigns) the message stands for it; without a
+    recipient (erased) the send does."""
+    key = (
+        "md5_number(concat_ws(chr(31), project_id, coalesce(post, message, ''), "
+        "coalesce(recipient, '#' || send_id, '#' || id), kind))"
+    )
+    event = "{'occurred_at': occurred_at, 'id': id}"
+    return (
+        f"SELECT {key} AS key, min({event}) AS first, "  # noqa: S608
+        f"min({event}) FILTER (WHERE machine IS NULL) AS human FROM {source} GROUP BY 1"
+    )
+
+
+_EARLIER_FIRST = "(excluded.first_at, excluded.first_id) < (f.first_at, f.first_id)"
+_EARLIER_HUMAN = (
+    "(excluded.human_id IS NOT NULL AND (f.human_id IS NULL "
+    "OR (excluded.human_at, excluded.human_id) < (f.human_at, f.human_id)))"
+)
+_UPSERT_FIRSTS = f"""INSERT INTO firsts AS f (key, first_at, first_id, human_at, human_id, write)
+SELECT key, first.occurred_at, first.id, human.occurred_at, human.id, $write
+FROM ({earliest("chunk_keys")})
+ON CONFLICT (key) DO UPDATE SET
+    first_at = CASE WHEN {_EARLIER_FIRST} THEN excluded.first_at ELSE f.first_at END,
+    first_id = CASE WHEN {_EARLIER_FIRST} THEN excluded.first_id ELSE f.first_id END,
+    lost_first = CASE WHEN {_EARLIER_FIRST} THEN f.first_id END,
+    human_at = CASE WHEN {_EARLIER_HUMAN} THEN excluded.human_at ELSE f.human_at END,
+    human_id = CASE WHEN {_EARLIER_HUMAN} THEN excluded.human_id ELSE f.human_id END,
+    lost_human = CASE WHEN {_EARLIER_HUMAN} THEN f.human_id END,
+    write = excluded.write
+    WHERE {_EARLIER_FIRST} OR {_EARLIER_HUMAN}"""  # noqa: S608
+# The rows this write changed: new ones at the end of the table, so the filter on
+# `write` skips the others by their min/max.
+_CHANGED = "FROM firsts WHERE write = $write"
+_COMPUTED_SQL = {
+    "provider": "coalesce(s.provider, p.provider)",
+    "is_first": f"s.id IN (SELECT first_id {_CHANGED})",
+    "is_first_human": f"s.id IN (SELECT human_id {_CHANGED} AND human_id IS NOT NULL)",
+}
+
+
+def _insert_events(source: str) -> str:
+    """Insert the events of SELECT `source` (`GIVEN` columns) but for stored ids."""
+    return f"""INSERT INTO {TABLE} ({", ".join(NAMES)})
+SELECT {", ".join(_COMPUTED_SQL.get(name, f"s.{name}") for name in NAMES)}
+FROM ({source}) s
+LEFT JOIN domain_providers p ON p.domain = s.domain
+WHERE s.id NOT IN (SELECT id FROM {TABLE} WHERE id BETWEEN $low AND $high)"""  # noqa: S608
+
+
+def _columns(names: Sequence[str]) -> str:
+    return ", ".join(f"{name} {TYPES[name]}" for name in names)
+
+
+# An outbox row as read (`interfaces.OutboxRow`): SQLite gives its time as text.
+_OUTBOX_ROW = (
+    _columns(OUTBOX_COLUMNS).replace("occurred_at TIMESTAMP", "occurred_at VARCHAR")
+    + ", data VARCHAR"
+)
+
+
+class DuckDBStore:
+    """`EventStore` over a DuckDB file (or `:memory:`)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = duckdb.connect(self.path)
+        except duckdb.IOException as exc:
+            raise StoreUnavailable(busy_message(self.path, str(exc))) from None
+        self._lock = threading.Lock()
+        self._writer = self._db.cursor()
+        self._setup()
+
+    def _setup(self) -> None:
+        w = self._writer
+        # Times without a zone (import files, statistics' parameters) are UTC.
+        w.execute("SET GLOBAL TimeZone = 'UTC'")
+        for ddl in (_EVENTS, _FIRSTS, _STATE):
+            w.execute(ddl)
+        w.executemany(
+            "INSERT INTO projector_state VALUES (?, 0) ON CONFLICT DO NOTHING",
+            [[CURSOR], [IMPORTED], [WRITES]],
+        )
+        # The rows in hand, on the writer's connection only.
+        w.execute(f"CREATE TEMP TABLE outbox_batch ({_OUTBOX_ROW})")
+        w.execute(f"CREATE TEMP TABLE staged ({_columns(GIVEN)})")
+        w.execute(f"CREATE TEMP TABLE chunk_keys ({_columns(KEY_COLUMNS)})")
+        w.execute(
+            "CREATE TEMP TABLE domain_providers (domain VARCHAR PRIMARY KEY, provider VARCHAR)"
+        )
+
+    # --- writing ------------------------------------------------------------------------
+
+    def append(self, rows: Iterable[Mapping[str, Any]], cursor: int | None = None) -> int:
+        with self._transaction():
+            for chunk in _chunks(rows):
+                self._appender("staged", [_given(row) for row in chunk])
+            inserted = self._insert_staged()
+            self._set_cursor(cursor)
+            return inserted
+
+    def append_outbox(self, rows: Iterable[OutboxRow], cursor: int | None = None) -> int:
+        with self._transaction():
+            appender = self._writer.appender("outbox_batch")
+            for chunk in _chunks(rows):
+                appender.append_rows(chunk)
+                appender.flush()
+            self._writer.execute(f"INSERT INTO chunk_keys {keys_sql('outbox_batch')}")
+            inserted = self._insert_chunk(select_sql("outbox_batch"))
+            self._set_cursor(cursor)
+            return inserted
+
+    def import_rows(self, select: str, parameters: Sequence[Any] = ()) -> int:
+        """Insert the rows of a DuckDB SELECT of the `GIVEN` columns but `id` (in that
+        order) as imported events, ids from IMPORT_ID_BASE up. Inside `importing()`."""
+        if not self._lock.locked():
+            raise RuntimeError("import_rows runs inside `with store.importing():`")
+        w = self._writer
+        used = self._state(IMPORTED)
+        w.execute(
+            f"INSERT INTO staged SELECT {IMPORT_ID_BASE + used} + row_number() OVER () - 1, * "  # noqa: S608
+            f"FROM ({select})",
+            list(parameters),
+        )
+        (count,) = _one(w.execute("SELECT count(*) FROM staged"))
+        self._set_state(IMPORTED, used + count)
+        return self._insert_staged()
+
+    @contextmanager
+    def importing(self) -> Iterator[DuckDBStore]:
+        """One transaction for several `import_rows`: all of them are kept, or none."""
+        with self._transaction():
+            yield self
+
+    def reset(self) -> None:
+        with self._transaction():
+            w = self._writer
+            w.execute(f"DELETE FROM {TABLE} WHERE id < {IMPORT_ID_BASE}")  # noqa: S608
+            w.execute("DELETE FROM firsts")
+            w.execute(
+                "INSERT INTO firsts (key, first_at, first_id, human_at, human_id, write) "  # noqa: S608
+                "SELECT key, first.occurred_at, first.id, human.occurred_at, human.id, 0 "
+                f"FROM ({earliest(TABLE)})"
+            )
+            # An imported event may have lost its flag to a projected one, gone now.
+            w.execute(
+                f"UPDATE {TABLE} SET "  # noqa: S608
+                "is_first = id IN (SELECT first_id FROM firsts), "
+                "is_first_human = id IN (SELECT human_id FROM firsts WHERE human_id IS NOT NULL)"
+            )
+            self._set_state(CURSOR, 0)
+
+    def _insert_staged(self) -> int:
+        columns = ", ".join(KEY_COLUMNS)
+        self._writer.execute(f"INSERT INTO chunk_keys SELECT {columns} FROM staged")  # noqa: S608
+        return self._insert_chunk("SELECT * FROM staged")
+
+    def _insert_chunk(self, source: str) -> int:
+        """Insert the events of `source` whose keys are in `chunk_keys`; how many."""
+        w = self._writer
+        new_domains = w.execute(
+            "SELECT DISTINCT domain FROM chunk_keys WHERE domain IS NOT NULL "
+            "AND domain NOT IN (SELECT domain FROM domain_providers)"
+        ).fetchall()
+        if new_domains:
+            self._appender("domain_providers", [(d, provider_of(d)) for (d,) in new_domains])
+        write = self._state(WRITES) + 1
+        self._set_state(WRITES, write)
+        w.execute(_UPSERT_FIRSTS, {"write": write})
+        for flag, lost in (("is_first", "lost_first"), ("is_first_human", "lost_human")):
+            w.execute(
+                f"UPDATE {TABLE} SET {flag} = false WHERE id IN "  # noqa: S608
+                f"(SELECT {lost} {_CHANGED} AND {lost} IS NOT NULL)",
+                {"write": write},
+            )
+        low, high = _one(w.execute("SELECT min(id), max(id) FROM chunk_keys"))
+        inserted = 0
+        if low is not None:
+            found = w.execute(_insert_events(source), {"low": low, "high": high, "write": write})
+            (inserted,) = _one(found)
+        self._clear()
+        return int(inserted)
+
+    def _appender(self, table: str, rows: Sequence[Sequence[Any]]) -> None:
+        appender = self._writer.appender(table)
+        appender.append_rows(rows)
+        appender.flush()
+
+    def _clear(self) -> None:
+        for table in ("outbox_batch", "staged", "chunk_keys"):
+            self._writer.execute(f"DELETE FROM {table}")  # noqa: S608
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        with self._lock:
+            w = self._writer
+            w.execute("BEGIN TRANSACTION")
+            try:
+                yield
+            except BaseException:
+                w.execute("ROLLBACK")
+                self._clear()  # temporary tables are transactional too: already empty
+                raise
+            w.execute("COMMIT")
+
+    def _state(self, name: str) -> int:
+        found = self._writer.execute("SELECT value FROM projector_state WHERE name = ?", [name])
+        (value,) = _one(found)
+        return int(value)
+
+    def _set_state(self, name: str, value: int) -> None:
+        self._writer.execute("UPDATE projector_state SET value = ? WHERE name = ?", [value, name])
+
+    def _set_cursor(self, cursor: int | None) -> None:
+        if cursor is not None:
+            self._set_state(CURSOR, cursor)
+
+    # --- reading ------------------------------------------------------------------------
+
+    def cursor(self) -> int:
+        return self.state(CURSOR)
+
+    def state(self, name: str) -> int:
+        """A value of `projector_state` (CURSOR, IMPORTED)."""
+        (value,) = self.query("SELECT value FROM projector_state WHERE name = ?", [name])[1][0]
+        return int(value)
+
+    def query(
+        self, sql: str, parameters: Sequence[Any] = ()
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        reader = self._db.cursor()  # a connection of this thread's own
+        try:
+            statements = reader.extract_statements(sql)
+            if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+                raise ValueError("the event store answers one SELECT statement at a time")
+            reader.execute(sql, list(parameters))
+            names = [column[0] for column in reader.description or ()]
+            return names, reader.fetchall()
+        finally:
+            reader.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._writer.close()
+            self._db.close()
+
+
+def _given(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    """An event row as `staged` takes it (`GIVEN` order, the time naive UTC)."""
+    return tuple(naive_utc(row.get(n)) if n == "occurred_at" else row.get(n) for n in GIVEN)
+
+
+def _chunks(rows: Iterable[Any]) -> Iterator[list[Any]]:
+    """`rows` CHUNK at a time."""
+    iterator = iter(rows)
+    while chunk := list(islice(iterator, CHUNK)):
+        yield chunk
+
+
+def _one(result: duckdb.DuckDBPyConnection) -> tuple[Any, ...]:
+    row = result.fetchone()
+    if row is None:  # pragma: no cover - every caller's statement returns one row
+        raise RuntimeError("expected a row")
+    return row
+
+
+def busy_message(path: str, error: str) -> str:
+    """What to tell someone whose store is held by another process."""
+    holder = re.search(r"\(PID (\d+)\)", error)
+    who = f"process {holder.group(1)}" if holder else "another process"
+    return (
+        f"the event store {path} is in use by {who} (`envoi serve`?); DuckDB lets one "
+        "process write it: stop that process first"
+    )
+
+
+def open_store(events_url: str) -> DuckDBStore:
+    """The store of `ENVOI_EVENTS_URL`: `duckdb:///PATH` (`duckdb:///:memory:` for tests;
+    a relative PATH is from the working directory, `duckdb:////abs/path` absolute)."""
+    if not events_url.startswith(URL_PREFIX) or events_url == URL_PREFIX:
+        raise StoreUnavailable(f"ENVOI_EVENTS_URL must be duckdb:///PATH, not {events_url!r}")
+    return DuckDBStore(events_url.removeprefix(URL_PREFIX))

@@ -1,0 +1,241 @@
+"""An outbox row -> an event row (pure, no I/O).
+
+Declared once, run two ways: `event_row` in Python (imports, tests, a reader of one
+row) and `select_sql`, the same mapping as one DuckDB SELECT over a batch of raw
+outbox rows, which the projector uses: a Python step per event would cost more than
+the whole store's work (docs/benchmarks.md, projector). A test holds the two equal.
+
+The rules:
+- the outbox's own columns are taken as they are (`OUTBOX_COLUMNS`);
+- every other column is the `data` key of the same name, cast to the column's type
+  (a value of another type becomes None, as DuckDB's `json_transform` does);
+- `domain`, when `data` has none, is the recipient's (imported events often lack it);
+- `provider` is not in the outbox: the store finds it from `domain`
+  (`core.providers.provider_of`) once per distinct domain of a batch;
+- a delivery attempt's `tempfail` or `permfail` happened in the SMTP session: its
+  `in_band` is True unless `data` says otherwise (inbound reports say False);
+- unknown kinds are kept as they are.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from envoi.core.providers import provider_of
+from envoi.eventstore.schema import COLUMNS
+
+OUTBOX_COLUMNS: tuple[str, ...] = (
+    "id",
+    "project_id",
+    "kind",
+    "occurred_at",
+    "campaign_id",
+    "email_id",
+    "profile_id",
+    "recipient",
+)
+# What the store computes itself.
+COMPUTED: tuple[str, ...] = ("provider", "is_first", "is_first_human")
+TYPES: dict[str, str] = {column.name: column.type for column in COLUMNS}
+# The columns a store is given (an event row without what it computes); `provider`
+# stays: an imported event may bring its own.
+GIVEN: tuple[str, ...] = tuple(
+    c.name for c in COLUMNS if c.name not in ("is_first", "is_first_human")
+)
+DATA_KEYS: tuple[str, ...] = tuple(
+    name for name in GIVEN if name not in OUTBOX_COLUMNS and name not in COMPUTED
+)
+IN_BAND_KINDS = ("tempfail", "permfail")
+
+
+def event_row(outbox: Mapping[str, Any]) -> dict[str, Any]:
+    """The event of an outbox row (keys: `OUTBOX_COLUMNS` and `data`, a dict or its
+    JSON text); keys `GIVEN`, with `provider` found from the domain."""
+    data = outbox.get("data") or {}
+    if isinstance(data, str):
+        data = json.loads(data)
+    row: dict[str, Any] = {name: outbox.get(name) for name in OUTBOX_COLUMNS}
+    row["occurred_at"] = naive_utc(row["occurred_at"])
+    for name in DATA_KEYS:
+        row[name] = coerce(data.get(name), TYPES[name])
+    if row["domain"] is None:
+        row["domain"] = domain_of(row["recipient"])
+    if row["kind"] in IN_BAND_KINDS and row["in_band"] is None:
+        row["in_band"] = True
+    row["provider"] = provider_of(row["domain"]) if row["domain"] else None
+    return row
+
+
+def naive_utc(value: Any) -> datetime | None:
+    """A time as the event table keeps it: naive UTC (an aware time is converted;
+    text is SQLite's or ISO 8601)."""
+    if value is None:
+        return None
+    when = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if not isinstance(when, datetime):
+        raise TypeError(f"not a time: {value!r}")
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC).replace(tzinfo=None)
+    return when
+
+
+def domain_of(recipient: str | None) -> str | None:
+    """The domain of an address, lower-cased; None without an `@`."""
+    if not recipient or "@" not in recipient:
+        return None
+    return recipient.rpartition("@")[2].lower() or None
+
+
+# --- casts, as DuckDB's json_transform makes them ---------------------------------------
+
+
+def _integer(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _double(value: Any) -> float | None:
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _boolean(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value != 0
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return None
+
+
+def _varchar(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return json.dumps(value)
+    return None
+
+
+def _varchar_list(value: Any) -> list[str] | None:
+    if not isinstance(value, list):
+        return None
+    return [text for item in value if (text := _varchar(item)) is not None]
+
+
+_CASTS: dict[str, Callable[[Any], Any]] = {
+    "INTEGER": _integer,
+    "BIGINT": _integer,
+    "DOUBLE": _double,
+    "BOOLEAN": _boolean,
+    "VARCHAR": _varchar,
+    "VARCHAR[]": _varchar_list,
+}
+
+
+def coerce(value: Any, type_: str) -> Any:
+    """`value` as a column of DuckDB type `type_` holds it; None when it is not one."""
+    if value is None:
+        return None
+    return _CASTS[type_](value)
+
+
+# --- the same mapping in SQL -----------------------------------------------------------
+
+
+def data_struct() -> str:
+    """The `json_transform` structure of the data keys: `{"post": "VARCHAR", ...}`."""
+    return json.dumps({name: TYPES[name] for name in DATA_KEYS})
+
+
+_DOMAIN_OF_RECIPIENT = (
+    "CASE WHEN contains(b.recipient, '@') "
+    "THEN nullif(lower(split_part(b.recipient, '@', -1)), '') END"
+)
+# What the store needs of an event before inserting it (its first-occurrence key,
+# its domain's provider), for `keys_sql`.
+KEY_COLUMNS: tuple[str, ...] = (
+    "id",
+    "project_id",
+    "kind",
+    "occurred_at",
+    "recipient",
+    "post",
+    "message",
+    "send_id",
+    "machine",
+    "domain",
+)
+_KEY_PATHS = ("post", "message", "send_id", "machine", "domain")
+
+
+def select_sql(batch: str) -> str:
+    """A DuckDB SELECT of the `GIVEN` columns (provider None: the store adds it) from
+    table `batch`, which has the outbox columns and `data` as JSON text."""
+    struct = data_struct().replace("'", "''")
+    expressions = []
+    for name in GIVEN:
+        if name == "occurred_at":
+            expressions.append("CAST(b.occurred_at AS TIMESTAMP)")
+        elif name in OUTBOX_COLUMNS:
+            expressions.append(f"b.{name}")
+        elif name == "provider":
+            expressions.append("CAST(NULL AS VARCHAR)")
+        elif name == "domain":
+            expressions.append(f"coalesce(b.d.domain, {_DOMAIN_OF_RECIPIENT})")
+        elif name == "in_band":
+            kinds = ", ".join(f"'{kind}'" for kind in IN_BAND_KINDS)
+            expressions.append(
+                f"CASE WHEN b.kind IN ({kinds}) THEN coalesce(b.d.in_band, true) "
+                "ELSE b.d.in_band END"
+            )
+        else:
+            expressions.append(f"b.d.{name}")
+    pairs = zip(expressions, GIVEN, strict=True)
+    columns = ",\n    ".join(f"{expr} AS {name}" for expr, name in pairs)
+    return (
+        f"SELECT\n    {columns}\n"  # noqa: S608 - names from schema.COLUMNS
+        f"FROM (SELECT *, json_transform(data, '{struct}') AS d FROM {batch}) b"
+    )
+
+
+def keys_sql(batch: str) -> str:
+    """The `KEY_COLUMNS` of the events `select_sql(batch)` makes, read without
+    transforming the whole of `data` (a fifth of the cost)."""
+    paths = ", ".join(f"'$.{key}'" for key in _KEY_PATHS)
+    found = {key: f"b.x[{index}]" for index, key in enumerate(_KEY_PATHS, start=1)}
+    expressions = {
+        "occurred_at": "CAST(b.occurred_at AS TIMESTAMP)",
+        "send_id": f"TRY_CAST({found['send_id']} AS BIGINT)",
+        "domain": f"coalesce({found['domain']}, {_DOMAIN_OF_RECIPIENT})",
+    }
+    columns = ", ".join(
+        f"{expressions.get(name) or found.get(name) or 'b.' + name} AS {name}"
+        for name in KEY_COLUMNS
+    )
+    return (
+        f"SELECT {columns} "  # noqa: S608 - names from schema.COLUMNS
+        f"FROM (SELECT *, json_extract_string(data, [{paths}]) AS x FROM {batch}) b"
+    )
