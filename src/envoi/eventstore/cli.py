@@ -161,6 +161,7 @@ def import_command(
     from sqlalchemy.orm import Session  # noqa: PLC0415
 
     from envoi.eventstore import imports  # noqa: PLC0415
+    from envoi.profiles.models import Erasure  # noqa: PLC0415
     from envoi.projects.models import Project  # noqa: PLC0415
 
     chosen = file_format or ("parquet" if file.suffix.lower() == ".parquet" else "jsonl")
@@ -171,6 +172,10 @@ def import_command(
     with _opened() as (_settings, engine, store):
         with Session(engine) as session:
             projects = set(session.scalars(select(Project.id)))
+            # GDPR: events naming a person erased (and not registered again) lose
+            # their recipient and profile as they are loaded.
+            erased = session.execute(select(Erasure.project_id, Erasure.identifier_hash))
+            erasures = imports.erasures_of((project_id, digest) for project_id, digest in erased)
         with _progress() as progress:
             if chosen == "parquet":
                 checked = imports.check_parquet(store, file, projects)
@@ -181,7 +186,9 @@ def import_command(
                 )
             try:
                 task = progress.add_task("loading", total=checked.rows)
-                added = imports.load(store, checked, lambda done: progress.advance(task, done))
+                added = imports.load(
+                    store, checked, lambda done: progress.advance(task, done), erasures
+                )
             finally:
                 checked.close()
     typer.echo(json.dumps({"file": str(file), "events": added}, indent=2))

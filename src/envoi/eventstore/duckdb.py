@@ -15,7 +15,20 @@ CHUNK at a time:
    occurrences, and the events they displaced (an earlier event came late), which
    lose their flag;
 4. the chunk is inserted into `events`, but for the ids stored already;
-5. the cursor is written to `projector_state`; commit.
+5. a GDPR erasure among the outbox rows (kind `erasure`, see below) is applied;
+6. the cursor is written to `projector_state`; commit.
+
+An erasure (`profiles.erasure`, `mapping.Erasure`) is not stored as an event: it is
+taken out of the batch (one scan of its `kind` column: a batch without one pays
+nothing more), and once the batch's events are in, every event of its project linked
+to the erased profile, or to one of its sends, or whose recipient has one of its
+identifiers' hashes (DuckDB's `sha256`, computed once per distinct recipient of the
+project) loses its `recipient` and `profile_id`. The other columns and the
+first-occurrence flags stay, so every count stays the same; `firsts` keeps its keys
+(an md5 of project, post, address and kind: one-way, like the OLTP's erasure
+hashes). Applied twice, it changes nothing more: a rebuild, which projects the outbox
+again, applies it to the imported events again. An import applies the erasures it is
+given (`envoi events import`: those of the OLTP store) to its own events.
 
 `events` has no primary key: DuckDB's index on it tripled the cost of an insert, and
 an id already stored is found as cheaply without it. Ids grow with the outbox (and
@@ -28,6 +41,7 @@ command while `envoi serve` runs) gets `StoreUnavailable`.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -41,15 +55,19 @@ import duckdb
 from envoi.core.providers import provider_of
 from envoi.eventstore.interfaces import OutboxRow, StoreUnavailable
 from envoi.eventstore.mapping import (
+    ERASURE_KIND,
     GIVEN,
     KEY_COLUMNS,
     OUTBOX_COLUMNS,
     TYPES,
+    Erasure,
     keys_sql,
     naive_utc,
     select_sql,
 )
 from envoi.eventstore.schema import IMPORT_ID_BASE, NAMES, TABLE, create_table_sql
+
+log = logging.getLogger(__name__)
 
 URL_PREFIX = "duckdb:///"
 # Values of projector_state: the outbox cursor, how many import ids were used, and
@@ -135,6 +153,33 @@ def _columns(names: Sequence[str]) -> str:
     return ", ".join(f"{name} {TYPES[name]}" for name in names)
 
 
+# A GDPR erasure (see the module doc), from temporary table `erasures`: one row per
+# (project, profile), (project, send) or (project, hash). The recipients of the
+# projects concerned are hashed once each, with an identity key's own hash for a
+# recipient written as one (`email:ann@example.com`).
+_ERASED_RECIPIENTS = f"""INSERT INTO erased_recipients
+SELECT project_id, recipient FROM (
+    SELECT DISTINCT project_id, recipient FROM {TABLE}
+    WHERE id >= $since AND recipient IS NOT NULL
+    AND project_id IN (SELECT project_id FROM erasures WHERE hash IS NOT NULL)
+) r
+WHERE (project_id, sha256('email:' || recipient))
+    IN (SELECT project_id, hash FROM erasures WHERE hash IS NOT NULL)
+OR (contains(recipient, ':') AND (project_id, sha256(recipient))
+    IN (SELECT project_id, hash FROM erasures WHERE hash IS NOT NULL))"""  # noqa: S608
+_ERASE = f"""UPDATE {TABLE} SET recipient = NULL, profile_id = NULL
+WHERE id >= $since AND (recipient IS NOT NULL OR profile_id IS NOT NULL)
+AND project_id IN (SELECT project_id FROM erasures)
+AND ((project_id, profile_id)
+        IN (SELECT project_id, profile_id FROM erasures WHERE profile_id IS NOT NULL)
+    OR (project_id, send_id)
+        IN (SELECT project_id, send_id FROM erasures WHERE send_id IS NOT NULL)
+    OR (project_id, recipient) IN (SELECT project_id, recipient FROM erased_recipients))"""  # noqa: S608
+# Events whose first-occurrence key a rebuild can compute again: an erased event
+# without a send (an imported one) has lost what grouped it with the person's others,
+# so it keeps the flags it had.
+_REGROUPABLE = "recipient IS NOT NULL OR send_id IS NOT NULL"
+
 # An outbox row as read (`interfaces.OutboxRow`): SQLite gives its time as text.
 _OUTBOX_ROW = (
     _columns(OUTBOX_COLUMNS).replace("occurred_at TIMESTAMP", "occurred_at VARCHAR")
@@ -174,6 +219,11 @@ class DuckDBStore:
         w.execute(
             "CREATE TEMP TABLE domain_providers (domain VARCHAR PRIMARY KEY, provider VARCHAR)"
         )
+        w.execute(
+            "CREATE TEMP TABLE erasures "
+            "(project_id INTEGER, profile_id INTEGER, send_id BIGINT, hash VARCHAR)"
+        )
+        w.execute("CREATE TEMP TABLE erased_recipients (project_id INTEGER, recipient VARCHAR)")
 
     # --- writing ------------------------------------------------------------------------
 
@@ -191,8 +241,11 @@ class DuckDBStore:
             for chunk in _chunks(rows):
                 appender.append_rows(chunk)
                 appender.flush()
+            erasures = self._take_erasures()
             self._writer.execute(f"INSERT INTO chunk_keys {keys_sql('outbox_batch')}")
             inserted = self._insert_chunk(select_sql("outbox_batch"))
+            if erasures:
+                self._erase(erasures)
             self._set_cursor(cursor)
             return inserted
 
@@ -213,28 +266,67 @@ class DuckDBStore:
         return self._insert_staged()
 
     @contextmanager
-    def importing(self) -> Iterator[DuckDBStore]:
-        """One transaction for several `import_rows`: all of them are kept, or none."""
+    def importing(self, erasures: Sequence[Erasure] = ()) -> Iterator[DuckDBStore]:
+        """One transaction for several `import_rows`: all of them are kept, or none.
+        `erasures` are applied to the events imported, before the commit."""
         with self._transaction():
+            since = IMPORT_ID_BASE + self._state(IMPORTED)
             yield self
+            if erasures:
+                self._erase(erasures, since)
 
     def reset(self) -> None:
         with self._transaction():
             w = self._writer
             w.execute(f"DELETE FROM {TABLE} WHERE id < {IMPORT_ID_BASE}")  # noqa: S608
             w.execute("DELETE FROM firsts")
+            regroupable = f"(SELECT * FROM {TABLE} WHERE {_REGROUPABLE})"  # noqa: S608
             w.execute(
                 "INSERT INTO firsts (key, first_at, first_id, human_at, human_id, write) "  # noqa: S608
                 "SELECT key, first.occurred_at, first.id, human.occurred_at, human.id, 0 "
-                f"FROM ({earliest(TABLE)})"
+                f"FROM ({earliest(regroupable)})"
             )
             # An imported event may have lost its flag to a projected one, gone now.
             w.execute(
                 f"UPDATE {TABLE} SET "  # noqa: S608
                 "is_first = id IN (SELECT first_id FROM firsts), "
-                "is_first_human = id IN (SELECT human_id FROM firsts WHERE human_id IS NOT NULL)"
+                "is_first_human = id IN (SELECT human_id FROM firsts WHERE human_id IS NOT NULL) "
+                f"WHERE {_REGROUPABLE}"
             )
             self._set_state(CURSOR, 0)
+
+    def _take_erasures(self) -> list[Erasure]:
+        """The erasures among the outbox rows in hand, taken out of them."""
+        w = self._writer
+        found = w.execute(
+            "SELECT project_id, data FROM outbox_batch WHERE kind = ? ORDER BY id", [ERASURE_KIND]
+        ).fetchall()
+        if found:
+            w.execute("DELETE FROM outbox_batch WHERE kind = ?", [ERASURE_KIND])
+        return [Erasure.from_outbox(project_id, data) for project_id, data in found]
+
+    def _erase(self, erasures: Sequence[Erasure], since: int = 0) -> int:
+        """Apply GDPR erasures to the events of ids `since` and up; how many changed."""
+        rows: list[tuple[int, int | None, int | None, str | None]] = []
+        for erasure in erasures:
+            project = erasure.project_id
+            if erasure.profile_id is not None:
+                rows.append((project, erasure.profile_id, None, None))
+            rows += [(project, None, send_id, None) for send_id in erasure.send_ids]
+            rows += [(project, None, None, digest) for digest in erasure.hashes]
+        if not rows:
+            return 0
+        w = self._writer
+        self._appender("erasures", rows)
+        w.execute(_ERASED_RECIPIENTS, {"since": since})
+        (changed,) = _one(w.execute(_ERASE, {"since": since}))
+        w.execute("DELETE FROM erasures")
+        w.execute("DELETE FROM erased_recipients")
+        log.info(
+            "GDPR erasures applied to the event store",
+            extra={"erasures": len(erasures), "events": int(changed)},
+        )
+        return int(changed)
 
     def _insert_staged(self) -> int:
         columns = ", ".join(KEY_COLUMNS)

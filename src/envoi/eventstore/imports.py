@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +21,7 @@ from typing import IO, Any
 
 from envoi.core.errors import EnvoiError
 from envoi.eventstore.duckdb import DuckDBStore
-from envoi.eventstore.mapping import GIVEN, IN_BAND_KINDS, TYPES, domain_of
+from envoi.eventstore.mapping import GIVEN, IN_BAND_KINDS, TYPES, Erasure, domain_of
 
 # The fields of an imported event: every column but what the store assigns.
 FIELDS: tuple[str, ...] = tuple(name for name in GIVEN if name != "id")
@@ -262,11 +262,25 @@ def _parquet_select(present: dict[str, str]) -> str:
     )
 
 
-def load(store: DuckDBStore, checked: Checked, progress: Progress) -> int:
-    """Load a checked file in one transaction; the events added."""
+def load(
+    store: DuckDBStore, checked: Checked, progress: Progress, erasures: Sequence[Erasure] = ()
+) -> int:
+    """Load a checked file in one transaction; the events added. The GDPR `erasures`
+    (the OLTP store's, `erasures_of`) strip the loaded events naming an erased person."""
     added = 0
-    with store.importing():
+    with store.importing(erasures):
         for select, arguments, rows in checked.parts:
             added += store.import_rows(select, arguments)
             progress(rows)
     return added
+
+
+def erasures_of(hashes: Iterable[tuple[int, str]]) -> list[Erasure]:
+    """The erasures of (project id, erasure hash) pairs (the OLTP's `Erasure` rows),
+    one per project."""
+    by_project: dict[int, list[str]] = {}
+    for project_id, digest in hashes:
+        by_project.setdefault(project_id, []).append(digest)
+    return [
+        Erasure(project_id, hashes=tuple(sorted(found))) for project_id, found in by_project.items()
+    ]

@@ -29,7 +29,8 @@ class EventStore(Protocol):
 
     def append_outbox(self, rows: Iterable[OutboxRow], cursor: int | None = None) -> int:
         """`append` of outbox rows as they are read (`mapping` turns them into events
-        inside the store, without a Python step per row). Rows inserted."""
+        inside the store, without a Python step per row). A GDPR `erasure` row is not
+        stored but applied, in the same transaction (`mapping.Erasure`). Rows inserted."""
         ...
 
     def cursor(self) -> int:

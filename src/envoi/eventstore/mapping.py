@@ -14,7 +14,9 @@ The rules:
   (`core.providers.provider_of`) once per distinct domain of a batch;
 - a delivery attempt's `tempfail` or `permfail` happened in the SMTP session: its
   `in_band` is True unless `data` says otherwise (inbound reports say False);
-- unknown kinds are kept as they are.
+- unknown kinds are kept as they are;
+- an `erasure` (GDPR: `profiles.erasure`) is no event but an order to the store
+  (`Erasure`): it strips the person's events of the project of who they were.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,6 +53,39 @@ DATA_KEYS: tuple[str, ...] = tuple(
     name for name in GIVEN if name not in OUTBOX_COLUMNS and name not in COMPUTED
 )
 IN_BAND_KINDS = ("tempfail", "permfail")
+# The outbox kind of a GDPR erasure (`profiles.erasure`): an order, not an event.
+ERASURE_KIND = "erasure"
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """What the store forgets of an erased person, in one project: every event linked
+    to the profile, or to one of the person's sends (spool row ids), or whose recipient
+    has one of the identifiers' erasure hashes (`core.identity.erasure_hash`: the
+    address as `email:ADDRESS`, or a recipient that is an identity key itself)."""
+
+    project_id: int
+    profile_id: int | None = None
+    hashes: tuple[str, ...] = ()
+    send_ids: tuple[int, ...] = ()
+
+    @classmethod
+    def from_outbox(cls, project_id: int, data: Any) -> Erasure:
+        """The erasure an `erasure` outbox row orders (`data`: a dict or its JSON text)."""
+        if isinstance(data, str):
+            data = json.loads(data)
+        found: dict[str, Any] = data if isinstance(data, dict) else {}
+
+        def listed(key: str) -> list[Any]:
+            value = found.get(key)
+            return value if isinstance(value, list) else []
+
+        return cls(
+            project_id=project_id,
+            profile_id=_integer(found.get("profile_id")),
+            hashes=tuple(h for h in listed("hashes") if isinstance(h, str)),
+            send_ids=tuple(i for item in listed("send_ids") if (i := _integer(item)) is not None),
+        )
 
 
 def event_row(outbox: Mapping[str, Any]) -> dict[str, Any]:

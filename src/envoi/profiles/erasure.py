@@ -4,24 +4,29 @@
 events and segment memberships), strips it from the event outbox, deletes the
 campaign audience rows and API-source recipients that name the person, takes it out
 of the spool (a pending row becomes `quarantined` with reason `gdpr`, every row loses
-the address), and stores
-one `Erasure` row per identifier it had, so delivery can refuse to mail it again
-(`is_erased`). A later explicit users upsert naming an erased identifier means the
-customer registered the person again: it lifts that erasure (`lift_erasures`).
-Nothing else brings an erased person back: an event naming one is refused
-(`refuse_erased`).
+the address), and stores one `Erasure` row per identifier it had, so delivery can
+refuse to mail it again (`is_erased`). In the same transaction it appends an
+`erasure` outbox event (`eventstore.mapping.ERASURE_KIND`: the profile id, the
+identifiers' hashes and the ids of the person's spool rows, never an identifier in
+clear), which the projector hands to the event store: the person's events there lose
+their recipient and profile too (`eventstore.duckdb`).
+A later explicit users upsert naming an erased identifier means the customer
+registered the person again: it lifts that erasure (`lift_erasures`). Nothing else
+brings an erased person back: an event naming one is refused (`refuse_erased`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from envoi.campaigns.models import AudienceMember, Campaign
 from envoi.core.errors import Conflict
 from envoi.core.identity import IDENTIFIERS, Identity, erasure_hash
+from envoi.eventstore.mapping import ERASURE_KIND
 from envoi.outbox.models import OutboxEvent
 from envoi.profiles.batching import chunks
 from envoi.profiles.models import Erasure, Profile
@@ -39,11 +44,23 @@ def identifiers_of(profile: Profile) -> list[tuple[str, str]]:
 
 def erase_profile(session: Session, project_id: int, profile: Profile) -> None:
     pairs = identifiers_of(profile)
+    hashes = {erasure_hash(name, value) for name, value in pairs}
     _forget_in_outbox(session, project_id, profile.id, pairs)
     _forget_in_audiences(session, project_id, profile.id, pairs)
+    # Found before the spool forgets who they were sent to.
+    send_ids = _sends_of(session, project_id, profile.id, pairs)
     _forget_in_spool(session, project_id, profile.id, pairs)
     _forget_in_sources(session, project_id, pairs)
-    hashes = {erasure_hash(name, value) for name, value in pairs}
+    session.add(
+        OutboxEvent(
+            project_id=project_id,
+            kind=ERASURE_KIND,
+            occurred_at=datetime.now(UTC),
+            profile_id=None,
+            recipient=None,
+            data={"profile_id": profile.id, "hashes": sorted(hashes), "send_ids": send_ids},
+        )
+    )
     known = set(
         session.scalars(
             select(Erasure.identifier_hash).where(
@@ -100,24 +117,41 @@ def _forget_in_audiences(
     session.execute(statement)
 
 
+def _spool_rows_of(
+    project_id: int, profile_id: int, pairs: Sequence[tuple[str, str]]
+) -> ColumnElement[bool]:
+    """The spool rows that were the person's: linked to the profile, or to its address."""
+    emails = [value for name, value in pairs if name == "email"]
+    return and_(
+        SpoolEntry.project_id == project_id,
+        or_(SpoolEntry.profile_id == profile_id, SpoolEntry.recipient.in_(emails)),
+    )
+
+
+def _sends_of(
+    session: Session, project_id: int, profile_id: int, pairs: Sequence[tuple[str, str]]
+) -> list[int]:
+    """The ids of the person's spool rows: the `send_id` of their events."""
+    query = select(SpoolEntry.id).where(_spool_rows_of(project_id, profile_id, pairs))
+    return sorted(session.scalars(query))
+
+
 def _forget_in_spool(
     session: Session, project_id: int, profile_id: int, pairs: Sequence[tuple[str, str]]
 ) -> None:
     # Rows not yet handed to SMTP are stopped (`leased` ones too: the worker's record
     # only touches rows still leased or sending by it); rows in flight or done keep
     # their state for statistics. None keeps the address or the parameters.
-    emails = [value for name, value in pairs if name == "email"]
-    names = or_(SpoolEntry.profile_id == profile_id, SpoolEntry.recipient.in_(emails))
-    in_project = SpoolEntry.project_id == project_id
+    theirs = _spool_rows_of(project_id, profile_id, pairs)
     session.execute(
         update(SpoolEntry)
-        .where(in_project, names, SpoolEntry.state.in_(("queued", "leased", "deferred")))
+        .where(theirs, SpoolEntry.state.in_(("queued", "leased", "deferred")))
         .values(state="quarantined", reason="gdpr", lease_owner=None, lease_until=None)
         .execution_options(synchronize_session=False)
     )
     session.execute(
         update(SpoolEntry)
-        .where(in_project, names)
+        .where(theirs)
         .values(recipient=None, profile_id=None, params={})
         .execution_options(synchronize_session=False)
     )
