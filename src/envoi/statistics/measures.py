@@ -18,6 +18,7 @@ flagged): each recipient counts once per post, in the period of the first occurr
 
 from __future__ import annotations
 
+from envoi.core.bounces import BOUNCE_CLASSES
 from envoi.statistics.definitions import Count, Measure, Moment, Rate, Sum, alias
 
 S000, S001, S002, S003, S004 = ("000",), ("001",), ("002",), ("003",), ("004",)
@@ -98,16 +99,6 @@ STOPS: tuple[Measure, ...] = tuple(
 NONEXISTENT_CLASSES = ("user_unknown", "user_recycled")
 TEMP_UNAVAILABLE_CLASSES = ("mailbox_full", "block_timeout", "other_soft")
 SPAM_CLASSES = ("block_content",)
-BOUNCE_CLASSES = (
-    "user_unknown",
-    "user_recycled",
-    "mailbox_full",
-    "block_content",
-    "block_timeout",
-    "block_other",
-    "other_soft",
-    "other_hard",
-)
 
 
 def _classes(classes: tuple[str, ...]) -> str:
