@@ -29,7 +29,7 @@ from envoi.eventstore.projector import Projector
 from envoi.eventstore.schema import IMPORT_ID_BASE
 from envoi.outbox.models import OutboxEvent
 from envoi.statistics.query import StatisticsEngine, StatsQuery
-from tests.conftest import ENVOI, ApiProject, Backend
+from tests.conftest import ENVOI, ApiProject, Backend, served_backend
 from tests.delivery_support import (
     campaign_state,
     create_email,
@@ -149,6 +149,17 @@ def _open(backend: Backend, project: ApiProject, recipient: str) -> None:
     browser = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/126.0.0.0 Safari/537.36"
     url = pixel.group().replace(public_url, backend.base_url)
     assert httpx.get(url, headers={"User-Agent": browser}).status_code == 200
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Backend]:
+    """A database of this module's own: its worker delivers every running campaign it
+    finds, and the other modules' campaigns are none of its business."""
+    name: str = request.param
+    with served_backend(name, tmp_path_factory.mktemp(f"erasure-{name}")) as served:
+        yield served
 
 
 @pytest.fixture
