@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from envoi.commands import fail
 from envoi.core.errors import EnvoiError
 from envoi.delivery.cli import dkim_app, worker_command
 from envoi.eventstore.cli import events_app
@@ -50,11 +51,6 @@ def _redacted(url: str) -> str:
 
 def _print(data: object) -> None:
     typer.echo(json.dumps(data, indent=2, default=str))
-
-
-def _fail(exc: EnvoiError) -> typer.Exit:
-    typer.echo(f"error: {exc.message}", err=True)
-    return typer.Exit(code=1)
 
 
 @app.command()
@@ -131,7 +127,7 @@ def project_create(
         with transaction(make_sessionmaker(engine)) as session:
             creds = projects.create_project(session, name, login, secret, allow_ip or [])
     except EnvoiError as exc:
-        raise _fail(exc) from None
+        raise fail(exc.message) from None
     finally:
         engine.dispose()
     _print(creds.__dict__)
@@ -170,7 +166,7 @@ def project_allow_ip(
         with transaction(make_sessionmaker(engine)) as session:
             allowed = projects.set_allowed_ips(session, project_id, cidr or [])
     except EnvoiError as exc:
-        raise _fail(exc) from None
+        raise fail(exc.message) from None
     finally:
         engine.dispose()
     _print({"id": project_id, "allowed_ips": allowed})
@@ -193,7 +189,7 @@ def project_bounce_domain(
         with transaction(make_sessionmaker(engine)) as session:
             chosen = projects.set_bounce_domain(session, project_id, domain)
     except EnvoiError as exc:
-        raise _fail(exc) from None
+        raise fail(exc.message) from None
     finally:
         engine.dispose()
     _print({"id": project_id, "bounce_domain": chosen or settings.bounce_domain})
@@ -214,7 +210,7 @@ def project_rotate_secret(
         with transaction(make_sessionmaker(engine)) as session:
             new_secret = projects.rotate_secret(session, project_id, secret)
     except EnvoiError as exc:
-        raise _fail(exc) from None
+        raise fail(exc.message) from None
     finally:
         engine.dispose()
     _print({"id": project_id, "secret": new_secret})

@@ -44,7 +44,6 @@ from envoi.db.base import utcnow
 from envoi.db.session import transaction
 from envoi.inbound import parsing, services
 from envoi.inbound.metrics import InboundMetrics
-from envoi.inbound.reports import Report
 
 log = logging.getLogger("envoi.inbound")
 
@@ -90,16 +89,6 @@ class Addresses:
         return "unknown"
 
 
-def parse(raw: bytes) -> list[Report]:
-    """`inbound.parsing.parse`, which never raises by contract; a bug there still
-    must not cost the message's other reports a retry loop: it reads as no report."""
-    try:
-        return parsing.parse(raw)
-    except Exception:
-        log.exception("the report parser failed; the message is taken as no report")
-        return [Report("not-bounce")]
-
-
 class Processor:
     """Parses one received message and applies it, in one transaction (a thread's
     work: blocking, no event loop here)."""
@@ -119,7 +108,7 @@ class Processor:
 
     def process(self, raw: bytes, targets: list[Target]) -> list[services.Applied]:
         """Apply the message for each target; commits, or raises (nothing written)."""
-        reports = parse(raw) if any(t.kind != "unsubscribe" for t in targets) else []
+        reports = parsing.parse(raw) if any(t.kind != "unsubscribe" for t in targets) else []
         key = services.message_key(raw)
         now = self.clock()
         applied: list[services.Applied] = []

@@ -52,11 +52,11 @@ from envoi.emails.models import Email
 from envoi.inbound.models import ReceivedReport
 from envoi.inbound.reports import Report
 from envoi.outbox.models import OutboxEvent
-from envoi.profiles.models import Profile, Subscription
+from envoi.profiles.models import Profile
 from envoi.quarantine import services as quarantine
 from envoi.spool.building import Dimensions
 from envoi.spool.models import SpoolEntry
-from envoi.tracking.services import unsubscribe
+from envoi.tracking.services import unsubscribe, unsubscribe_profile
 
 log = logging.getLogger("envoi.inbound")
 
@@ -347,30 +347,10 @@ def _complain(
     if row.profile_id is not None and email_row is not None:
         profile = session.get(Profile, row.profile_id)
         if profile is not None:
-            _unsubscribe_category(session, profile.id, email_row.category_id, now)
+            unsubscribe_profile(session, profile.id, email_row.category_id, now)
             handled = True
     if row.recipient is None or urgent:
         return handled, None
     note = f"complaint about send {row.id} (campaign {row.campaign_id})"
     quarantine.add(session, row.project_id, row.recipient, "spam", note=note, now=now)
     return handled, "spam"
-
-
-def _unsubscribe_category(
-    session: Session, profile_id: int, category_id: int, now: datetime
-) -> None:
-    """`Subscription(profile, category, subscribed=False)`, whether a row existed or not,
-    in one atomic upsert (two complaints at once never conflict)."""
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    values = {
-        "profile_id": profile_id,
-        "category_id": category_id,
-        "subscribed": False,
-        "updated_at": now,
-    }
-    statement = insert(Subscription).values(values)
-    statement = statement.on_conflict_do_update(
-        index_elements=["profile_id", "category_id"],
-        set_={"subscribed": False, "updated_at": now},
-    )
-    session.execute(statement)

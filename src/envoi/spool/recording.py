@@ -356,18 +356,6 @@ def _event(row: _Held, kind: str, data: dict[str, Any], now: datetime) -> dict[s
     }
 
 
-def _campaign_dimensions(
-    session: Session, campaign_ids: set[int | None]
-) -> dict[int | None, Dimensions]:
-    ids = sorted(i for i in campaign_ids if i is not None)
-    if not ids:
-        return {}
-    query = select(Campaign.id, Campaign.post_type, Campaign.message_type, Campaign.tags).where(
-        Campaign.id.in_(ids)
-    )
-    return {row.id: Dimensions.of(row) for row in session.execute(query)}
-
-
 def _urgent_emails(session: Session, email_ids: set[int]) -> set[int]:
     query = select(Email.id).where(Email.id.in_(sorted(email_ids)), Email.is_urgent.is_(True))
     return set(session.scalars(query))

@@ -122,6 +122,5 @@ _outcome = recording._outcome
 _cut = recording._cut
 _merged_params = recording._merged_params
 _event = recording._event
-_campaign_dimensions = recording._campaign_dimensions
 _urgent_emails = recording._urgent_emails
 _quarantine_nonexistent = recording._quarantine_nonexistent

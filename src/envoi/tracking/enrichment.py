@@ -8,11 +8,10 @@ needs no database, so SQLite's writer lock is not held while they run.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from envoi.tracking.clients import describe
-from envoi.tracking.geo import Locator, Place
+from envoi.tracking.geo import NOWHERE, Locator
 
 USER_AGENT_MAX = 500  # characters of the user agent an event keeps
 VISITOR_FIELDS = (
@@ -28,20 +27,18 @@ VISITOR_FIELDS = (
 )
 # A hit without a visitor (an unsubscribe by mail: no browser, no address).
 NO_VISITOR: dict[str, Any] = dict.fromkeys(VISITOR_FIELDS)
-_NOWHERE = Place(None, None, None, None)
-GEO_CACHE_SIZE = 16_384  # client addresses kept placed: a campaign's clicks come in waves
 
 
 class Enricher:
     def __init__(self, locator: Locator) -> None:
-        # Recipients open and click several times from the same address, and Apple's and
-        # Google's proxies are a few hundred addresses for millions of opens.
-        self._locate = functools.lru_cache(maxsize=GEO_CACHE_SIZE)(locator.locate)
+        # The locators cache by address themselves (`tracking.geo`): recipients open
+        # and click from the same addresses, proxies are a few hundred of them.
+        self._locate = locator.locate
 
     def visitor(self, ip: str | None, user_agent: str) -> dict[str, Any]:
         """The `VISITOR_FIELDS` of one hit (a new dict: the caller adds to it)."""
         client = describe(user_agent)
-        place = self._locate(ip) if ip else _NOWHERE
+        place = self._locate(ip) if ip else NOWHERE
         return {
             "client": client.client,
             "device": client.device,

@@ -29,6 +29,7 @@ from envoi.delivery.render import Recipient, RenderError
 from envoi.emails.models import Email
 from envoi.outbox.models import OutboxEvent
 from envoi.profiles.models import Profile, Subscription
+from envoi.profiles.services import is_subscribed
 from envoi.quarantine import services as quarantine
 from envoi.spool.building import Dimensions
 from envoi.spool.bulk import OUTBOX, SPOOL, bulk_insert, execute, id_in, ids_parameter
@@ -186,7 +187,7 @@ def unsubscribe_send(
     the `visitor` fields) only when that changed something; whether it did."""
     category_id = session.scalar(select(Email.category_id).where(Email.id == send.email_id))
     if send.profile_id is not None and category_id is not None:
-        changed = _unsubscribe_profile(session, send.profile_id, category_id, now)
+        changed = unsubscribe_profile(session, send.profile_id, category_id, now)
     else:
         changed = _quarantine_unsubscribed(session, send, method, now)
     if changed:
@@ -195,9 +196,7 @@ def unsubscribe_send(
     return changed
 
 
-def _unsubscribe_profile(
-    session: Session, profile_id: int, category_id: int, now: datetime
-) -> bool:
+def unsubscribe_profile(session: Session, profile_id: int, category_id: int, now: datetime) -> bool:
     """Record `subscribed=False`; whether the profile was subscribed until now. One
     atomic statement (an upsert whose update applies only to a subscribed row), so two
     unsubscribes at once record one event."""
@@ -246,12 +245,7 @@ def unsubscribe_state(session: Session, send: Send, now: datetime) -> Unsubscrib
     translations = row.translations or {}
     title = translations.get(f"title_{send.language}") if send.language else None
     if send.profile_id is not None:
-        subscribed = session.scalar(
-            select(Subscription.subscribed).where(
-                Subscription.profile_id == send.profile_id, Subscription.category_id == row.id
-            )
-        )
-        unsubscribed = subscribed is False
+        unsubscribed = not is_subscribed(session, send.profile_id, row.id)
     else:
         found = quarantine.quarantined(session, send.project_id, [send.recipient or ""], now)
         unsubscribed = found.get(send.recipient or "") in _UNSUBSCRIBED_ALREADY
