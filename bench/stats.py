@@ -1,6 +1,6 @@
 """Statistics over a large event store: the report builder and one campaign's seed views.
 
-    .venv/bin/python bench/stats.py [--events 10000000] [--store PATH] [--keep]
+    .venv/bin/python bench/stats.py [--events 10000000] [--store PATH] [--keep] [--events-path]
 
 Generates N realistic events straight into a throw-away DuckDB event store through the
 store's own import path (`DuckDBStore.importing()` / `import_rows`), so the
@@ -40,6 +40,13 @@ surfaces' own mappings, best of 3 (the median too), over the first project:
   first two days, clicks per link, delivered / bounced per domain, errors by code:
   five queries, one request's worth).
 
+The queries read the store's rollups (`eventstore.rollups`) whenever one gives the
+events' answer, as in production; `--events-path` times them over the events alone
+(`statistics.sql.statement(..., rollups=False)`). A store made before rollups existed
+gets them when opened (`rollup_build_s`); `rollup_*_rows` are the rollups' sizes, and
+`load_average` the machine's 1-minute load before and after the timings (the machine
+is shared).
+
 Figures are printed last, one `name: value` per line. Bars (issue 5): the report
 builder over 100,000,000 events under 1 s; one campaign's seed views under 100 ms.
 """
@@ -47,7 +54,9 @@ builder over 100,000,000 events under 1 s; one campaign's seed views under 100 m
 from __future__ import annotations
 
 import argparse
+import functools
 import math
+import os
 import random
 import shutil
 import statistics
@@ -60,6 +69,8 @@ from pathlib import Path
 
 from envoi.eventstore.duckdb import DuckDBStore
 from envoi.eventstore.mapping import GIVEN, TYPES
+from envoi.eventstore.rollups import ROLLUPS
+from envoi.statistics import sql
 from envoi.statistics.catalogue import MEASURES
 from envoi.statistics.messages import GROUPINGS, Selection, message_stats
 from envoi.statistics.query import Filter, StatisticsEngine, StatsQuery
@@ -673,25 +684,61 @@ def file_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in files if p.exists()) / 1e6
 
 
+def measure(store: DuckDBStore, figures: dict[str, float]) -> None:
+    """Time the surfaces into `figures`, with the store's and the machine's state."""
+    load_before = os.getloadavg()[0]
+    figures |= time_surfaces(store)
+    figures["load_before"], figures["load_after"] = load_before, os.getloadavg()[0]
+    figures["events"] = store.query("SELECT count(*) FROM events")[1][0][0]
+    for r in ROLLUPS:
+        rows = store.query(f"SELECT count(*) FROM {r.table}")[1][0][0]  # noqa: S608
+        figures[f"{r.table}_rows"] = rows
+
+
+def show(figures: dict[str, float], rate: float | None) -> None:
+    for name, value in figures.items():
+        if name.endswith("_median_ms"):
+            print(f"{name}: {value:.1f}")
+    for name in ("report_events", "campaign_recipients", "campaign_events"):
+        print(f"{name}: {figures[name]:.0f}")
+    for name in ("report_all_5_ms", "seed004_newsletter_ms"):
+        print(f"{name}: {figures[name]:.1f}")
+    print(f"events: {figures['events']:.0f}")
+    for r in ROLLUPS:
+        print(f"{r.table}_rows: {figures[r.table + '_rows']:.0f}")
+    print(f"rollup_build_s: {figures['rollup_build_s']:.1f}")
+    print(f"load_average: {figures['load_before']:.1f} / {figures['load_after']:.1f}")
+    print(f"generate_events_per_s: {'-' if rate is None else f'{rate:.0f}'}")
+    for name in ("report_all", "report_7d", "seed001", "seed004", "seed000", "seed003"):
+        print(f"{name}_ms: {figures[name + '_ms']:.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--store", type=Path, help="the store file (an existing one is reused)")
     parser.add_argument("--keep", action="store_true", help="keep the generated store")
+    parser.add_argument(
+        "--events-path", action="store_true", help="time the queries over the events alone"
+    )
     args = parser.parse_args()
+    if args.events_path:  # every statement the engine makes, without the rollups
+        sql.statement = functools.partial(sql.statement, rollups=False)
     scratch = Path(tempfile.mkdtemp(prefix="envoi-stats-"))
     path: Path = args.store or scratch / "events.duckdb"
     reused = path.exists()
+    figures: dict[str, float] = {}
     try:
-        store = DuckDBStore(path)
+        opening = time.perf_counter()
+        store = DuckDBStore(path)  # makes the rollups of a store that has none
+        figures["rollup_build_s"] = time.perf_counter() - opening
         try:
             rate: float | None = None
             if not reused:
                 made, elapsed = generate(store, args.events)
                 rate = made / elapsed
                 print(f"generated: {made:,} events in {elapsed:.1f} s", flush=True)
-            figures = time_surfaces(store)
-            (count,) = store.query("SELECT count(*) FROM events")[1][0]
+            measure(store, figures)
         finally:
             store.close()
         size = file_mb(path)
@@ -703,17 +750,7 @@ def main() -> None:
     if args.keep or reused:
         print(f"store: {path}")
     print(f"store_mb: {size:.0f}")
-    for name, value in figures.items():
-        if name.endswith("_median_ms"):
-            print(f"{name}: {value:.1f}")
-    for name in ("report_events", "campaign_recipients", "campaign_events"):
-        print(f"{name}: {figures[name]:.0f}")
-    for name in ("report_all_5_ms", "seed004_newsletter_ms"):
-        print(f"{name}: {figures[name]:.1f}")
-    print(f"events: {count}")
-    print(f"generate_events_per_s: {'-' if rate is None else f'{rate:.0f}'}")
-    for name in ("report_all", "report_7d", "seed001", "seed004", "seed000", "seed003"):
-        print(f"{name}_ms: {figures[name + '_ms']:.1f}")
+    show(figures, rate)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ CONFIG_KEYS = {
     "not_check_spam_quarantine",
     "send_to_corp",
     "send_by_uid",
+    "resend",
 }
 
 

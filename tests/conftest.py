@@ -34,6 +34,9 @@ from envoi.testing.server import ServerThread
 from envoi.web.app import create_app
 
 POSTGRES_URL = postgres_server_url()
+# No DNS from the suite's servers: events' providers come from the domain table (the MX
+# lookup's tests ask a DNS server of their own, tests/test_providers_mx.py).
+os.environ.setdefault("ENVOI_PROVIDER_MX_LOOKUP", "false")
 
 
 @dataclass
@@ -65,6 +68,8 @@ def served_backend(name: str, var_dir: Path, **settings: Any) -> Iterator[Backen
             "auth_max_failures": 1_000_000,  # every test client shares 127.0.0.1
             # Delivery tests run their own workers against their own SMTP peer.
             "deliver_in_process": False,
+            # Scheduler tests run their own, on a frozen clock.
+            "scheduler_in_process": False,
         }
         config = Settings(database_url=url, var_dir=var_dir, **(defaults | settings))
         base_url = stack.enter_context(ServerThread(create_app(config, engine)))

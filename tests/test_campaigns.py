@@ -29,6 +29,7 @@ FULL_CONFIG = {
     "not_check_spam_quarantine": True,
     "send_to_corp": True,
     "send_by_uid": True,
+    "resend": True,
 }
 COMMON_KEYS = {
     "id",

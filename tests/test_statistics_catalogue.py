@@ -13,6 +13,7 @@ import duckdb
 import pytest
 
 from envoi.eventstore.schema import NAMES, create_table_sql
+from envoi.statistics import reports
 from envoi.statistics.catalogue import DIMENSIONS, MEASURES, describe
 from envoi.statistics.definitions import Count, Rate
 from envoi.statistics.plan import plan
@@ -114,7 +115,7 @@ SEED_000_COUNTERS = [
     "blocked",
     "quarantine",
 ]
-SEED_003_COUNTERS = ["count", "delivered", "bounce", "clicked", "spam", "unsubs"]
+SEED_003_COUNTERS = ["count", "delivered", "bounce", "opened", "clicked", "spam", "unsubs"]
 SEED_004_COUNTERS = ["first", "last", "opens", "clicks", "messages", "deliveries"]
 NATIVE_DIMENSIONS = [
     "router",
@@ -152,6 +153,9 @@ def test_every_seed_name_is_in_the_catalogue() -> None:
         DIMENSIONS
     )
     assert set(PRECISIONS.values()) <= set(DIMENSIONS)
+    # The report builder takes exactly the seed's fields, in the seed's order.
+    assert list(reports.GROUPING_FIELDS) == SEED_002_GROUPING
+    assert list(reports.AGGREGATED_FIELDS) == SEED_002_AGGREGATED
 
 
 def test_seed_names_mean_what_the_seeds_say() -> None:

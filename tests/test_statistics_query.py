@@ -138,54 +138,51 @@ class Campaign:
         )
 
 
-def seed_002_events(store: DuckDBStore) -> None:
-    """Campaign 9093's events that make seed 002's example: 947,754 messages delivered
-    on the 27th; opens 63,470 then 45,486, of which 61,141 then 41,267 are first
-    opens; clicks 1,942 then 876, of which 1,502 then 691 are first clicks. Around
-    them: machine opens and clicks, another project, another campaign, the next day."""
-    c = Campaign(store)
+# Campaign 9093's events that make seed 002's example: 947,754 messages delivered on
+# the 27th; opens 63,470 then 45,486, of which 61,141 then 41,267 are first opens;
+# clicks 1,942 then 876, of which 1,502 then 691 are first clicks.
+# (kind, count, first recipient, from, every ms, machine, project, post)
+THIS, OTHER = "this", "other"
+SEED_002_BATCHES: tuple[tuple[str, int, int, str, int, str | None, str, str], ...] = (
+    ("delivered", 947_754, 0, "2021-01-27 00:00", 91, None, THIS, "S_9093"),
+    ("open", 61_141, 0, "2021-01-27 06:00", 250, None, THIS, "S_9093"),
+    ("open", 2_329, 0, "2021-01-27 20:00", 1000, None, THIS, "S_9093"),
+    ("open", 41_267, 61_141, "2021-01-28 00:00", 1000, None, THIS, "S_9093"),
+    ("open", 4_219, 0, "2021-01-28 13:00", 1000, None, THIS, "S_9093"),
+    ("click", 1_502, 0, "2021-01-27 08:00", 1000, None, THIS, "S_9093"),
+    ("click", 440, 0, "2021-01-27 21:00", 1000, None, THIS, "S_9093"),
+    ("click", 691, 1_502, "2021-01-28 09:00", 1000, None, THIS, "S_9093"),
+    ("click", 185, 0, "2021-01-28 22:00", 1000, None, THIS, "S_9093"),
+    # Machines: Apple's proxy opens, a scanner clicks: neither counts.
+    ("open", 5_000, 500_000, "2021-01-27 12:00", 10, "apple_mpp", THIS, "S_9093"),
+    ("click", 300, 0, "2021-01-27 10:00", 10, "scanner", THIS, "S_9093"),
+    # Another project, another campaign, and the day after the range.
+    ("delivered", 1_000, 0, "2021-01-27 00:00", 10, None, OTHER, "S_9093"),
+    ("open", 700, 0, "2021-01-27 09:00", 10, None, OTHER, "S_9093"),
+    ("delivered", 2_000, 0, "2021-01-27 00:00", 10, None, THIS, "S_1"),
+    ("open", 800, 200_000, "2021-01-29 09:00", 10, None, THIS, "S_9093"),
+)
+
+
+def seed_002_events(store: DuckDBStore, project_id: int = 110, other_project_id: int = 111) -> None:
+    """Campaign 9093's events that make seed 002's example (947,754 deliveries, first
+    opens and clicks on both days), with machines, another project and another
+    campaign around them, imported in one transaction."""
+    projects = {THIS: project_id, OTHER: other_project_id}
+    campaign = Campaign(store)
     with store.importing():
-        c.add("delivered", 947_754, first_recipient=0, at="2021-01-27 00:00", every_ms=91)
-        c.add("open", 61_141, first_recipient=0, at="2021-01-27 06:00", every_ms=250)
-        c.add("open", 2_329, first_recipient=0, at="2021-01-27 20:00", every_ms=1000)
-        c.add("open", 41_267, first_recipient=61_141, at="2021-01-28 00:00", every_ms=1000)
-        c.add("open", 4_219, first_recipient=0, at="2021-01-28 13:00", every_ms=1000)
-        c.add("click", 1_502, first_recipient=0, at="2021-01-27 08:00", every_ms=1000)
-        c.add("click", 440, first_recipient=0, at="2021-01-27 21:00", every_ms=1000)
-        c.add("click", 691, first_recipient=1_502, at="2021-01-28 09:00", every_ms=1000)
-        c.add("click", 185, first_recipient=0, at="2021-01-28 22:00", every_ms=1000)
-        # Machines: Apple's proxy opens everything, a scanner clicks: neither counts.
-        c.add(
-            "open",
-            5_000,
-            first_recipient=500_000,
-            at="2021-01-27 12:00",
-            every_ms=10,
-            machine="apple_mpp",
-        )
-        c.add(
-            "click", 300, first_recipient=0, at="2021-01-27 10:00", every_ms=10, machine="scanner"
-        )
-        # Another project, another campaign, and the day after the range.
-        c.add(
-            "delivered",
-            1_000,
-            first_recipient=0,
-            at="2021-01-27 00:00",
-            every_ms=10,
-            project_id=111,
-        )
-        c.add("open", 700, first_recipient=0, at="2021-01-27 09:00", every_ms=10, project_id=111)
-        c.add(
-            "delivered",
-            2_000,
-            first_recipient=0,
-            at="2021-01-27",
-            every_ms=10,
-            post="S_1",
-            message="L_1",
-        )
-        c.add("open", 800, first_recipient=200_000, at="2021-01-29 09:00", every_ms=10)
+        for kind, count, first, at, every_ms, machine, project, post in SEED_002_BATCHES:
+            campaign.add(
+                kind,
+                count,
+                first_recipient=first,
+                at=at,
+                every_ms=every_ms,
+                project_id=projects[project],
+                post=post,
+                message="L_7642" if post == "S_9093" else "L_1",
+                machine=machine,
+            )
 
 
 def test_seed_002_example_comes_out_to_the_digit(store: DuckDBStore) -> None:

@@ -580,14 +580,20 @@ def _tracked(base_url: str, raw: str) -> dict[str, list[str]]:
 
 
 def test_without_its_event_store_the_server_says_so(
-    stats_backend: StatsBackend, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+    stats_backend: StatsBackend, tenant: Tenant
 ) -> None:
     # `envoi serve` runs on when another process holds the store, statistics off.
     email_id = create_email(tenant.api)
-    monkeypatch.setattr(stats_backend.app.state, "event_store", None)
-    assert call(tenant.rpc, [tenant.creds.api_key, {"message": email_id}]) == error(
-        -32000, "Statistics unavailable"
-    )
-    answer = tenant.rpc.get(f"/v1/stats/spring?access_token={tenant.creds.access_token}")
-    assert answer.status_code == 503
-    assert answer.json() == {"error": "Statistics unavailable"}
+    # Restored by hand: monkeypatch deletes an attribute of Starlette's `State` when it
+    # undoes the change, which would break the module's later tests.
+    state = stats_backend.app.state
+    store, state.event_store = state.event_store, None
+    try:
+        assert call(tenant.rpc, [tenant.creds.api_key, {"message": email_id}]) == error(
+            -32000, "Statistics unavailable"
+        )
+        answer = tenant.rpc.get(f"/v1/stats/spring?access_token={tenant.creds.access_token}")
+        assert answer.status_code == 503
+        assert answer.json() == {"error": "Statistics unavailable"}
+    finally:
+        state.event_store = store

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import ExitStack
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -55,12 +56,14 @@ def _print(data: object) -> None:
 
 @app.command()
 def serve() -> None:
-    """Apply migrations, then serve every HTTP surface on ENVOI_HTTP_LISTEN and take
-    bounces and complaints over SMTP on ENVOI_SMTP_LISTEN."""
+    """Apply migrations, then serve every HTTP surface on ENVOI_HTTP_LISTEN, take
+    bounces and complaints over SMTP on ENVOI_SMTP_LISTEN and, when set, mail to send
+    on ENVOI_SUBMISSION_LISTEN."""
     import uvicorn  # noqa: PLC0415 - see the module docstring
 
     from envoi.db.session import make_engine, make_sessionmaker, upgrade  # noqa: PLC0415
     from envoi.inbound.listener import FeedbackListener  # noqa: PLC0415
+    from envoi.sends.submission import SubmissionListener  # noqa: PLC0415
     from envoi.web.app import create_app  # noqa: PLC0415
     from envoi.web.observability import configure_logging  # noqa: PLC0415
 
@@ -73,23 +76,36 @@ def serve() -> None:
         extra={
             "http": settings.http_listen,
             "smtp": settings.smtp_listen,
+            "submission": settings.submission_listen or None,
             "database": _redacted(settings.database_url),
         },
     )
     engine = make_engine(settings.database_url)
     # Started first: a port already taken fails `envoi serve` before HTTP answers.
     listener = FeedbackListener(settings, make_sessionmaker(engine))
-    listener.start()
     try:
-        uvicorn.run(
-            create_app(settings, engine, registries=(listener.metrics.registry,)),
-            host=settings.http_host,
-            port=settings.http_port,
-            log_config=None,
-            access_log=False,
+        # Off unless ENVOI_SUBMISSION_LISTEN is set; a set-up that would take secrets in
+        # clear over the network is refused (docs/smtp-submission.md).
+        listeners = [listener] + (
+            [SubmissionListener(settings, make_sessionmaker(engine))]
+            if settings.submission_listen
+            else []
         )
+    except (ValueError, OSError) as exc:  # OSError: the certificate or key cannot be read
+        engine.dispose()
+        raise fail(str(exc)) from None
+    try:
+        with ExitStack() as running:
+            for started in listeners:
+                running.enter_context(started)
+            uvicorn.run(
+                create_app(settings, engine, registries=[s.metrics.registry for s in listeners]),
+                host=settings.http_host,
+                port=settings.http_port,
+                log_config=None,
+                access_log=False,
+            )
     finally:
-        listener.stop()
         engine.dispose()
 
 

@@ -35,6 +35,36 @@ class Settings(BaseSettings):
         default="127.0.0.1:2525",
         description="HOST:PORT of the inbound SMTP listener (bounces, complaints).",
     )
+    submission_listen: str = Field(
+        default="",
+        description="HOST:PORT of the SMTP submission listener (mail to send, with AUTH "
+        "PLAIN/LOGIN as a project's `login:secret`; docs/smtp-submission.md), e.g. "
+        "`127.0.0.1:2587`. Empty: off.",
+    )
+    submission_tls_cert: str = Field(
+        default="",
+        description="PEM certificate (chain) file the submission listener offers STARTTLS "
+        "with; with ENVOI_SUBMISSION_TLS_KEY. Set: AUTH only after STARTTLS.",
+    )
+    submission_tls_key: str = Field(
+        default="",
+        description="PEM private key file of ENVOI_SUBMISSION_TLS_CERT.",
+    )
+    submission_allow_plaintext_auth: bool = Field(
+        default=False,
+        description="Let clients AUTH on the submission port without TLS although the "
+        "listener is not on loopback (or offers STARTTLS). Off: without a certificate the "
+        "listener must be on a loopback address, and refuses to start otherwise.",
+    )
+    submission_max_message_bytes: int = Field(
+        default=10 << 20,
+        description="Largest message the submission listener accepts (SIZE); bigger ones get 552.",
+    )
+    submission_max_recipients: int = Field(
+        default=50,
+        description="Recipients (RCPT TO) one submitted message may have, each sent as a "
+        "send of its own; more get 452 4.5.3.",
+    )
     public_url: str = Field(
         default="http://127.0.0.1:8080",
         description="Absolute base URL recipients reach envoi at (tracking links, images).",
@@ -91,6 +121,22 @@ class Settings(BaseSettings):
         description="How often an idle delivery worker looks for due rows, planned campaigns "
         "and unbuilt spools, and how stale its view of paused campaigns may get.",
     )
+    scheduler_in_process: bool = Field(
+        default=True,
+        description="Whether `envoi serve` runs the scheduler (planned starts, automated "
+        "campaigns' crontab runs). Several may run against one database: a lease in the "
+        "database keeps exactly one active; `envoi worker --scheduler` runs one too.",
+    )
+    scheduler_tick_seconds: float = Field(
+        default=1.0,
+        description="How often the scheduler looks for planned campaigns that are due and "
+        "crontab times that came: the latest a run may start after its time.",
+    )
+    scheduler_lease_seconds: float = Field(
+        default=30.0,
+        description="How long the active scheduler's lease lasts (renewed every third of "
+        "it). When its process dies, another scheduler takes over once it expires.",
+    )
     router_trusted_hosts: str = Field(
         default="",
         description="Comma-separated host names, addresses or CIDR networks that projects' "
@@ -124,6 +170,18 @@ class Settings(BaseSettings):
     inbound_max_message_bytes: int = Field(
         default=10 << 20,
         description="Largest report the inbound SMTP listener accepts (SIZE); bigger ones get 552.",
+    )
+    provider_mx_lookup: bool = Field(
+        default=True,
+        description="Whether the event store finds the mailbox provider of a recipient domain "
+        "the provider table does not know (a company's own domain) by its MX hosts: "
+        "Google Workspace gives `google`. Lookups take at most 2 s and are cached "
+        "(docs/providers.md). Off: such domains have no provider.",
+    )
+    provider_dns_servers: str = Field(
+        default="",
+        description="Comma-separated DNS servers (`ADDRESS`, `ADDRESS:PORT` or `[IPV6]:PORT`) "
+        "those MX lookups ask. Empty: the system's (/etc/resolv.conf).",
     )
     var_dir: Path = Field(
         default=Path("./var"),
@@ -168,3 +226,11 @@ class Settings(BaseSettings):
     @property
     def smtp_port(self) -> int:
         return int(self.smtp_listen.rsplit(":", 1)[1])
+
+    @property
+    def submission_host(self) -> str:
+        return self.submission_listen.rsplit(":", 1)[0]
+
+    @property
+    def submission_port(self) -> int:
+        return int(self.submission_listen.rsplit(":", 1)[1])

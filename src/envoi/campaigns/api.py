@@ -30,6 +30,9 @@ from envoi.campaigns.schemas import (
 )
 from envoi.campaigns.spec import PostType
 from envoi.core.campaign_states import Action
+from envoi.db.base import utcnow
+from envoi.sends import services as sends
+from envoi.sends.schemas import CampaignTestIn, CampaignTestOut
 from envoi.web.deps import CurrentProject, Db
 
 _WRITE_PATH = re.compile(r"^/api/v1/(campaigns|ab-campaigns|automated-campaigns)(/[^/]+)?$")
@@ -193,5 +196,29 @@ def _action_handler(
     return run_action
 
 
+def _add_test_route(prefix: str, post_type: str, tag: str) -> None:
+    """`POST {prefix}/{id}/test`: the campaign's email to a few addresses now, as post
+    type T (docs/api-send.md), in any state of the campaign."""
+
+    def send_tests(
+        campaign_id: int, body: CampaignTestIn, project: CurrentProject, db: Db
+    ) -> dict[str, Any]:
+        spec = body.to_spec()
+        answer = sends.send_tests(db, project.id, post_type, campaign_id, spec, now=utcnow())
+        db.commit()
+        return answer
+
+    router.add_api_route(
+        f"{prefix}/{{campaign_id}}/test",
+        send_tests,
+        methods=["POST"],
+        response_model=CampaignTestOut,
+        status_code=status.HTTP_201_CREATED,
+        tags=[tag],
+        name=f"test_{tag}",
+    )
+
+
 for _prefix, _post_type, _tag in FAMILIES:
     _add_family(_prefix, _post_type, _tag)
+    _add_test_route(_prefix, _post_type, _tag)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import (
     BigInteger,
@@ -18,6 +18,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from envoi.db.base import Base, JSONType, UTCDateTime, created_at, intpk, project_fk, updated_at
+
+# Spool ids are 64-bit on PostgreSQL (`spool.models.SpoolEntry.id`).
+_SEND_ID = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class Campaign(Base):
@@ -118,3 +121,55 @@ class AudienceMember(Base):
     params: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     # The CSV line it came from (None for segment and API sources).
     line: Mapped[int | None] = mapped_column(Integer)
+
+
+class OccurrenceStatus:
+    """`CampaignOccurrence.status`."""
+
+    SPOOLING: Final = "spooling"
+    SPOOLED: Final = "spooled"
+    FAILED: Final = "failed"
+    RESUMED: Final = "resumed"
+
+
+class CampaignOccurrence(Base):
+    """One run of an automated campaign's crontab, claimed by the scheduler.
+
+    The unique (campaign, occurrence time) pair is what makes a run happen once: the
+    scheduler inserts it in the transaction that snapshots the run's audience, so two
+    schedulers, or one restarted, cannot both claim it (`campaigns.scheduler`).
+
+    status: `spooling` (claimed, its spool being built in batches), `spooled`,
+    `failed` (its source could not be read: `error` says why; never retried), or
+    `resumed`, a mark left by the resume action: occurrences up to it fell while the
+    campaign was paused and are not made up.
+    """
+
+    __tablename__ = "campaign_occurrences"
+    __table_args__ = (UniqueConstraint("campaign_id", "occurrence_at"),)
+
+    id: Mapped[intpk]
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    occurrence_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(String(16))
+    # The campaign's highest spool id when the run was claimed: rows above it are this
+    # run's, rows at or below it earlier runs' (who "already received" the campaign).
+    after_send_id: Mapped[int] = mapped_column(_SEND_ID, default=0)
+    owner: Mapped[str | None] = mapped_column(String(64))  # the scheduler that ran it
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    spooled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The run's audience build summary, with how many recipients it skipped.
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    error: Mapped[str | None] = mapped_column(String(2000))
+
+
+class SchedulerLease(Base):
+    """Which scheduler instance is the active one: taken only once expired, renewed by
+    its owner (`campaigns.scheduler`)."""
+
+    __tablename__ = "scheduler_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -105,6 +105,9 @@ class CampaignConfig(StrictModel):
     not_check_spam_quarantine: bool = False
     send_to_corp: bool = False
     send_by_uid: bool = False
+    # envoi's own key (not the seed's): an automated campaign's runs mail everyone
+    # again, not only the recipients no earlier run mailed (campaigns.scheduler).
+    resend: bool = False
 
 
 class _CampaignIn(StrictModel):

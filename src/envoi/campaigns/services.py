@@ -15,7 +15,12 @@ from sqlalchemy.orm import Session
 
 from envoi.campaigns.audience import build_audience
 from envoi.campaigns.files import delete_file, store_file, stored_files
-from envoi.campaigns.models import AudienceMember, Campaign
+from envoi.campaigns.models import (
+    AudienceMember,
+    Campaign,
+    CampaignOccurrence,
+    OccurrenceStatus,
+)
 from envoi.campaigns.spec import (
     KEEP,
     CampaignSpec,
@@ -135,8 +140,25 @@ def act(
         _start(session, campaign, now)
     else:
         _enter(campaign, _target(campaign, action, now))
+    if action is Action.RESUME and campaign.post_type == PostType.AUTOMATED:
+        _mark_resumed(session, campaign, now)
     session.flush()
     return campaign
+
+
+def _mark_resumed(session: Session, campaign: Campaign, now: datetime) -> None:
+    """The crontab's times that fell while the campaign was paused are not made up:
+    the scheduler runs only times after the latest occurrence row, this mark included
+    (`campaigns.scheduler`)."""
+    session.add(
+        CampaignOccurrence(
+            campaign_id=campaign.id,
+            occurrence_at=now,
+            status=OccurrenceStatus.RESUMED,
+            claimed_at=now,
+            after_send_id=0,
+        )
+    )
 
 
 def _target(campaign: Campaign, action: Action, now: datetime) -> State:

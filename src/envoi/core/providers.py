@@ -12,7 +12,9 @@ Two kinds of entries:
   short labels. `hotmail.example.com` is not Microsoft's: `example` is no suffix.
 
 Domains hosted at a provider under their own name (a company on Google Workspace) are
-only known through their MX records; that lookup is I/O and does not belong here.
+known through their MX records: `MX_HOSTS` maps the host names providers receive mail
+on to the provider (`provider_of_mx`); the DNS lookup itself is I/O and lives in
+`eventstore.providers`.
 
 The domains these tables, routing rules and recipients' addresses are compared in
 have one form, `normalize_domain`: lower case and Unicode (U-labels), as
@@ -96,6 +98,16 @@ PROVIDERS: dict[str, str] = {
     "kpn": "KPN",
     "bluewin": "Swisscom (Bluewin)",
     "hey": "HEY",
+    # Hosting companies: known by the MX hosts of the domains they keep mailboxes for.
+    "ionos": "IONOS (1&1)",
+    "strato": "Strato",
+    "ovh": "OVHcloud",
+    "gandi": "Gandi",
+    "infomaniak": "Infomaniak",
+    "godaddy": "GoDaddy",
+    "rackspace": "Rackspace",
+    "namecheap": "Namecheap",
+    "alibaba": "Alibaba Mail",
 }
 
 # Brand label -> provider, for `<brand>.<suffix>` in any country.
@@ -293,6 +305,120 @@ _DOMAINS: dict[str, str] = {
     "bluewin.ch": "bluewin",
 }
 
+# MX host suffixes -> provider, for a domain the tables above do not know (a company's
+# own domain): a host matches an entry equal to it or ending in "." and the entry; the
+# longer entry wins. One (suffix, provider) pair per line, unique (tests/
+# test_providers_mx.py checks), each with the hosts it stands for. Only hosts whose
+# company keeps the mailboxes are listed:
+# - hosting companies that keep mailboxes (OVHcloud, IONOS, GoDaddy ...) are providers:
+#   their servers filter and throttle the mail, as a mailbox provider's do;
+# - security gateways (Proofpoint `pphosted.com`, Mimecast, Barracuda, Cisco
+#   `iphmx.com`, Cloudmark `cloudfilter.net`) front mailboxes kept anywhere, and
+#   forwarders (Cloudflare Email Routing, ImprovMX) pass mail on to another provider:
+#   neither says who holds the mailbox, so they are not listed (the next MX host may be);
+# - Amazon SES inbound (`inbound-smtp.REGION.amazonaws.com`) feeds applications as
+#   often as WorkMail mailboxes: not listed either.
+MX_HOSTS: tuple[tuple[str, str], ...] = (
+    # Google Workspace: aspmx.l.google.com, alt1..4.aspmx.l.google.com, smtp.google.com
+    # (newer tenants' single record); aspmx2..5.googlemail.com in older setups.
+    ("google.com", "google"),
+    ("googlemail.com", "google"),
+    # Microsoft 365 (TENANT.mail.protection.outlook.com), Outlook.com's own domains
+    # (*.olc.protection.outlook.com), older Exchange Online (*.mail.eo.outlook.com).
+    ("outlook.com", "microsoft"),
+    # Microsoft 365 with DNSSEC and DANE inbound (TENANT.o-v1.mx.microsoft, since 2024).
+    ("mx.microsoft", "microsoft"),
+    # Yahoo (mta5.am0.yahoodns.net), Yahoo Small Business (mx-biz.mail.am0.yahoodns.net).
+    # AOL's own domains point there too: the domain table says `aol` for them.
+    ("yahoodns.net", "yahoo"),
+    # iCloud+ custom domains (mx01.mail.icloud.com, mx02.mail.icloud.com).
+    ("mail.icloud.com", "apple"),
+    # Yandex 360 for business (mx.yandex.net), older setups (mx.yandex.ru).
+    ("yandex.net", "yandex"),
+    ("yandex.ru", "yandex"),
+    # Mail.ru for business (emx.mail.ru).
+    ("mail.ru", "mailru"),
+    # Zoho Mail, one name per data centre (mx.zoho.com, mx2.zoho.eu ...).
+    ("zoho.com", "zoho"),
+    ("zoho.eu", "zoho"),
+    ("zoho.in", "zoho"),
+    ("zoho.com.au", "zoho"),
+    ("zoho.jp", "zoho"),
+    ("zoho.sa", "zoho"),
+    ("zohocloud.ca", "zoho"),
+    # Proton (mail.protonmail.ch, mailsec.protonmail.ch).
+    ("protonmail.ch", "proton"),
+    # Fastmail (in1-smtp.messagingengine.com).
+    ("messagingengine.com", "fastmail"),
+    # Tuta (mail.tutanota.de).
+    ("tutanota.de", "tutanota"),
+    # mailbox.org (mxext1.mailbox.org).
+    ("mailbox.org", "mailbox_org"),
+    # HEY for Domains (work-mx.app.hey.com).
+    ("hey.com", "hey"),
+    # United Internet's mail brands: GMX (mx00.emig.gmx.net, mx00.gmx.com), mail.com
+    # (mx00.mail.com), WEB.DE (mx-ha03.web.de).
+    ("gmx.net", "gmx"),
+    ("gmx.com", "gmx"),
+    ("mail.com", "gmx"),
+    ("web.de", "webde"),
+    # United Internet's hosting, IONOS: mx00.ionos.de and one name per country, and the
+    # 1&1 names older domains still point at (mx00.kundenserver.de, mx00.1and1.co.uk).
+    ("ionos.de", "ionos"),
+    ("ionos.com", "ionos"),
+    ("ionos.co.uk", "ionos"),
+    ("ionos.fr", "ionos"),
+    ("ionos.es", "ionos"),
+    ("ionos.it", "ionos"),
+    ("ionos.mx", "ionos"),
+    ("ionos.ca", "ionos"),
+    ("kundenserver.de", "ionos"),
+    ("1and1.com", "ionos"),
+    ("1and1.co.uk", "ionos"),
+    # Strato (smtpin.rzone.de).
+    ("rzone.de", "strato"),
+    # Deutsche Telekom (mx00.t-online.de).
+    ("t-online.de", "tonline"),
+    # France: Orange (smtp-in.orange.fr), Free (mx1.free.fr), SFR (mx1.sfr.fr), La Poste.
+    ("orange.fr", "orange"),
+    ("free.fr", "free"),
+    ("sfr.fr", "sfr"),
+    ("laposte.net", "laposte"),
+    # OVHcloud's MX Plan and hosted Exchange (mx1.mail.ovh.net, mx1.mail.ovh.ca): a
+    # hosting company, but the mailboxes are its own (see above).
+    ("mail.ovh.net", "ovh"),
+    ("mail.ovh.ca", "ovh"),
+    # Gandi (spool.mail.gandi.net, fb.mail.gandi.net).
+    ("mail.gandi.net", "gandi"),
+    # Infomaniak (mta-gw.infomaniak.ch).
+    ("infomaniak.ch", "infomaniak"),
+    # Swisscom (mxbw.bluewin.ch).
+    ("bluewin.ch", "bluewin"),
+    # Aruba hosting, Italy (mx.aruba.it).
+    ("aruba.it", "aruba"),
+    # Seznam Email Profi (mx1.seznam.cz).
+    ("seznam.cz", "seznam"),
+    # China: Tencent (mx1.qq.com; Exmail mxbiz1.qq.com), NetEase (163mx01.mxmail.
+    # netease.com, qiye163mx01.mxmail.netease.com), Alibaba Mail (mxw.mxhichina.com).
+    ("qq.com", "qq"),
+    ("163.com", "netease"),
+    ("netease.com", "netease"),
+    ("mxhichina.com", "alibaba"),
+    # Korea, India: Naver (mx1.naver.com), Rediffmail Pro (mx.rediffmail.com).
+    ("naver.com", "naver"),
+    ("rediffmail.com", "rediff"),
+    # North America: Comcast (mx1a1.comcast.net), AT&T (al-ip4-mx-vip1.prodigy.net),
+    # Rackspace (mx1.emailsrvr.com), GoDaddy Workspace Email (smtp.secureserver.net,
+    # mailstore1.secureserver.net), Namecheap Private Email (mx1.privateemail.com).
+    ("comcast.net", "comcast"),
+    ("prodigy.net", "att"),
+    ("att.net", "att"),
+    ("emailsrvr.com", "rackspace"),
+    ("secureserver.net", "godaddy"),
+    ("privateemail.com", "namecheap"),
+)
+_MX_SUFFIXES: dict[str, str] = dict(MX_HOSTS)
+
 # Labels a country or generic suffix is made of, besides two-letter country codes
 # (`co.uk`, `com.br`, `com.au`, `co.jp`, `net`, `de` ...).
 _SUFFIX_LABELS = frozenset({"com", "net", "org", "co", "ne", "or", "gov", "edu", "ac"})
@@ -314,6 +440,17 @@ def provider_of(domain: str) -> str | None:
     brand = _BRANDS.get(labels[0])
     if brand is not None and _is_suffix(labels[1:]):
         return brand
+    return None
+
+
+def provider_of_mx(host: str) -> str | None:
+    """The provider receiving mail on MX host `host` (`"aspmx.l.google.com."` ->
+    `"google"`), None if `MX_HOSTS` does not know it."""
+    labels = host.strip().rstrip(".").lower().split(".")
+    for start in range(len(labels) - 1):  # the longest suffix first, at least 2 labels
+        provider = _MX_SUFFIXES.get(".".join(labels[start:]))
+        if provider is not None:
+            return provider
     return None
 
 

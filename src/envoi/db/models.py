@@ -1,6 +1,12 @@
 """Every model, imported in one place so Alembic and tests see the whole metadata."""
 
-from envoi.campaigns.models import AudienceMember, Campaign, CampaignFile
+from envoi.campaigns.models import (
+    AudienceMember,
+    Campaign,
+    CampaignFile,
+    CampaignOccurrence,
+    SchedulerLease,
+)
 from envoi.categories.models import Category
 from envoi.db.base import Base
 from envoi.delivery.models import DkimKey
@@ -13,6 +19,7 @@ from envoi.projects.models import Project
 from envoi.quarantine.models import QuarantineEntry
 from envoi.routers.models import CapturedMessage, Router, RoutingRule
 from envoi.segments.models import Segment, SegmentMember
+from envoi.sends.models import IdempotencyKey, SendRegistry
 from envoi.sources.models import Source, SourceRecipient
 from envoi.spool.models import SpoolEntry
 
@@ -22,6 +29,7 @@ __all__ = [
     "Base",
     "Campaign",
     "CampaignFile",
+    "CampaignOccurrence",
     "CapturedMessage",
     "Category",
     "DkimKey",
@@ -29,6 +37,7 @@ __all__ = [
     "EmailAsset",
     "EmailContent",
     "Erasure",
+    "IdempotencyKey",
     "OutboxEvent",
     "Profile",
     "ProfileField",
@@ -37,8 +46,10 @@ __all__ = [
     "ReceivedReport",
     "Router",
     "RoutingRule",
+    "SchedulerLease",
     "Segment",
     "SegmentMember",
+    "SendRegistry",
     "Source",
     "SourceRecipient",
     "SpoolEntry",

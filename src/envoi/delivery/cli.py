@@ -6,7 +6,9 @@ imports this module.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -15,6 +17,7 @@ from envoi.commands import command_session
 from envoi.core.errors import Invalid
 
 if TYPE_CHECKING:
+    from envoi.config import Settings
     from envoi.delivery.models import DkimKey
 
 # --- envoi dkim ------------------------------------------------------------------
@@ -138,6 +141,14 @@ def worker_command(
         str | None,
         typer.Option(help="HOST:PORT to serve this worker's Prometheus metrics on"),
     ] = None,
+    scheduler: Annotated[
+        bool,
+        typer.Option(
+            "--scheduler",
+            help="Also run the scheduler (planned starts, automated campaigns' runs); a "
+            "database lease keeps one scheduler active among all processes",
+        ),
+    ] = False,
 ) -> None:
     """Deliver started campaigns: spool, render, sign and send, until SIGTERM or SIGINT
     (graceful: the messages in flight are finished and recorded)."""
@@ -148,6 +159,23 @@ def worker_command(
     if owner is not None and not 1 <= len(owner) <= 64:
         typer.echo("error: --owner must be 1 to 64 characters", err=True)
         raise typer.Exit(code=2)
-    run_worker(
-        Settings(), connections=connections, owner=owner, once=once, metrics_listen=metrics_listen
-    )
+    settings = Settings()
+    with contextlib.ExitStack() as stack:
+        if scheduler:
+            stack.enter_context(_scheduler(settings))
+        run_worker(
+            settings, connections=connections, owner=owner, once=once, metrics_listen=metrics_listen
+        )
+
+
+@contextlib.contextmanager
+def _scheduler(settings: Settings) -> Iterator[None]:
+    """The scheduler on a thread beside the worker, from a migrated database."""
+    from envoi.campaigns.scheduler import background_scheduler  # noqa: PLC0415
+    from envoi.db.session import upgrade  # noqa: PLC0415
+    from envoi.web.observability import configure_logging  # noqa: PLC0415
+
+    upgrade(settings.database_url)
+    configure_logging()  # its first lines come before the worker's configuration
+    with background_scheduler(settings):
+        yield

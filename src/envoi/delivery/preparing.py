@@ -20,7 +20,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -37,6 +37,7 @@ from envoi.delivery.render import CompiledMessage, MessageContext, Recipient
 from envoi.profiles.models import Profile
 from envoi.projects.models import Project
 from envoi.routers.routing import RouterSpec, RoutingTable, make_transport
+from envoi.sends.streams import CHOSEN_PROFILE, TEST, tracking_of
 from envoi.spool import services as spool
 from envoi.spool.hooks import HookConfig, hook_config
 from envoi.spool.services import Claim, Result
@@ -48,7 +49,8 @@ SIGNER_TTL_SECONDS = 60.0  # a new DKIM key signs this soon
 # Entries kept; one evicted while a row of it waits in the queue sends that row back.
 COMPILED_CACHE_SIZE = 512  # (campaign, email, language) triples kept compiled
 CAMPAIGN_CACHE_SIZE = 4096
-# Message type of spool rows outside campaigns (none are written yet).
+# Message type of spool rows outside campaigns (none are written: single sends have
+# stream campaigns, `sends.streams`).
 DEFAULT_MESSAGE_TYPE = "L"
 
 CompiledKey = tuple[int | None, int, str | None]  # campaign, email, profile language
@@ -61,6 +63,9 @@ class CampaignInfo:
     context: MessageContext
     hook: HookConfig | None
     state: str
+    # A test send's row names no profile: the profile whose data its template shows
+    # is in its parameters (`sends.streams.CHOSEN_PROFILE`).
+    chosen_profile: bool = False
 
 
 @dataclass(frozen=True)
@@ -152,9 +157,10 @@ class MessageFactory:
         if not claims:
             return loaded
         claimed_at = self._monotonic()
-        profiles = _profiles(session, {c.profile_id for c in claims if c.profile_id})
-        loaded.jobs = [Job(c, profiles.get(c.profile_id or 0, {}), claimed_at) for c in claims]
         self._load_campaigns(session, claims, loaded)
+        shown = {c.id: _shown_profile(c, loaded.campaigns[c.campaign_id]) for c in claims}
+        profiles = _profiles(session, {i for i in shown.values() if i})
+        loaded.jobs = [Job(c, profiles.get(shown[c.id] or 0, {}), claimed_at) for c in claims]
         self._load_compiled(session, loaded)
         self._load_tables(session, claims, loaded)
         return loaded
@@ -166,7 +172,7 @@ class MessageFactory:
             cached: CampaignInfo | None = self.campaigns.get(campaign_id)
             state = states.get(campaign_id, "running") if campaign_id is not None else "running"
             if cached is not None:
-                loaded.campaigns[campaign_id] = CampaignInfo(cached.context, cached.hook, state)
+                loaded.campaigns[campaign_id] = replace(cached, state=state)
                 continue
             loaded.campaigns[campaign_id] = _campaign_info(
                 session, project_id, campaign_id, state, self._bounce_domain
@@ -240,7 +246,7 @@ class MessageFactory:
     def set_state(self, campaign_id: int, state: str) -> None:
         cached: CampaignInfo | None = self.campaigns.get(campaign_id)
         if cached is not None:
-            self.campaigns.put(campaign_id, CampaignInfo(cached.context, cached.hook, state))
+            self.campaigns.put(campaign_id, replace(cached, state=state))
 
     def campaign(self, job: Job) -> CampaignInfo:
         """KeyError if evicted since the claim: the lane sends the row back."""
@@ -316,6 +322,15 @@ class MessageFactory:
                 log.exception("closing a transport failed")
 
 
+def _shown_profile(claim: Claim, info: CampaignInfo) -> int | None:
+    """The profile whose data the row's template shows: its own, or for a test send
+    the one chosen (read when sent, so an erased profile shows nothing)."""
+    if not info.chosen_profile:
+        return claim.profile_id
+    chosen = claim.params.get(CHOSEN_PROFILE)
+    return chosen if isinstance(chosen, int) and not isinstance(chosen, bool) else None
+
+
 def compiled_key(job: Job) -> CompiledKey:
     language = job.profile.get("language") or job.claim.language
     return (job.claim.campaign_id, job.claim.email_id, language or None)
@@ -354,7 +369,17 @@ def _campaign_info(
         context = MessageContext(project_id, None, None, DEFAULT_MESSAGE_TYPE, (), bounce_domain)
         return CampaignInfo(context, None, state)
     tags = tuple(t.strip() for t in (campaign.tags or "").split(",") if t.strip())
+    # The stream campaigns of single sends carry their tracking switches (`sends`).
+    tracking = tracking_of(campaign.post_type, campaign.config)
     context = MessageContext(
-        project_id, campaign.id, campaign.post, campaign.message_type, tags, bounce_domain
+        project_id,
+        campaign.id,
+        campaign.post,
+        campaign.message_type,
+        tags,
+        bounce_domain,
+        track_opens=tracking.opens,
+        track_clicks=tracking.clicks,
     )
-    return CampaignInfo(context, hook_config(campaign.config, project.api_key_hash), state)
+    hook = hook_config(campaign.config, project.api_key_hash)
+    return CampaignInfo(context, hook, state, chosen_profile=campaign.post_type == TEST)

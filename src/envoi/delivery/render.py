@@ -9,6 +9,10 @@ the open pixel and the footer links, compiles the Jinja templates in the sandbox
 (the signed URLs among them, the marker characters taken out of the recipient's
 values), numbers and signs the links the templates wrote, encodes each part in
 quoted-printable and joins the bytes.
+
+A single send may turn tracking off (`MessageContext.track_opens` / `track_clicks`,
+seed 004's `openstracking` / `clicktracking`): its message is compiled without the
+open pixel, or with its links left as written (none numbered, none signed).
 """
 
 from __future__ import annotations
@@ -114,6 +118,10 @@ class MessageContext:
     message_type: str
     tags: tuple[str, ...]
     bounce_domain: str
+    # A single send's tracking switches (`sends`): off, no open pixel / no tracked
+    # links are compiled in. Campaigns always track.
+    track_opens: bool = True
+    track_clicks: bool = True
 
 
 @dataclass(frozen=True)
@@ -181,7 +189,7 @@ class CompiledMessage:
         self.from_domain = self.from_address.rpartition("@")[2].lower()
         self._links = links
         self._unsubscribe_header = not email.not_add_unsubscr_link
-        compiled = _compile_templates(email, content)
+        compiled = _compile_templates(email, content, context)
         self._templates = compiled.templates
         # The URLs of the literal links by index: the HTML's in document order, then
         # those only the variant's own text has. Written links are numbered after them,
@@ -195,6 +203,7 @@ class CompiledMessage:
         self._uses_forward = compiled.uses_forward
         self._uses_goal = compiled.uses_goal
         self._bounce_domain = context.bounce_domain
+        self._track_opens = context.track_opens
         self._globals: dict[str, Any] = {}
         for template in self._templates:
             if template is not None:
@@ -220,7 +229,8 @@ class CompiledMessage:
         variables = self._variables(recipient, unsubscribe_url, links.mirror(send_id))
         clicks = links.clicks(send_id, len(self.link_urls))
         variables.update(zip(self._link_variables, clicks, strict=True))
-        variables[OPEN_VARIABLE] = links.open(send_id)
+        if self._track_opens:  # no pixel otherwise: its signed URL is not needed
+            variables[OPEN_VARIABLE] = links.open(send_id)
         templates = self._templates
         written = marks.DynamicLinks(len(self.link_urls), partial(links.click, send_id))
         try:
@@ -350,8 +360,9 @@ class _Compiled(NamedTuple):
     uses_goal: bool  # some template says `goal_token`
 
 
-def _compile_templates(email: Email, content: EmailContent) -> _Compiled:
+def _compile_templates(email: Email, content: EmailContent, context: MessageContext) -> _Compiled:
     language = content.language
+    track = context.track_clicks
     subject = content.subject
     if subject is None:
         default = next((c for c in email.contents if c.language == ""), None)
@@ -360,11 +371,11 @@ def _compile_templates(email: Email, content: EmailContent) -> _Compiled:
     html_source: str | None = None
     text_source = content.text_plain
     if content.text_html:
-        html_source, text_from_html, urls = _prepare_html(content.text_html)
+        html_source, text_from_html, urls = _prepare_html(content.text_html, track=track)
         if text_source is None:
             text_source = text_from_html
-        html_source = _with_footer_html(email, html_source, language)
-    if content.text_plain is not None:
+        html_source = _with_footer_html(email, html_source, language, pixel=context.track_opens)
+    if content.text_plain is not None and track:
         text_source, urls = marks.track_text_links(content.text_plain, urls)
     text_source = _with_footer_text(email, text_source or "", language)
     amp = content.x_amp_html if html_source is not None else None
@@ -393,22 +404,26 @@ def _compile(kind: str, language: str, source: str) -> Template:
         raise Invalid(f"{name} does not compile: {exc}", loc=("body", name)) from None
 
 
-def _prepare_html(source: str) -> tuple[str, str, list[str]]:
+def _prepare_html(source: str, *, track: bool = True) -> tuple[str, str, list[str]]:
     """(HTML template with CSS inlined and tracked links as variables, the text
-    template made from it, the URLs of its literal links by index)."""
+    template made from it, the URLs of its literal links by index). Without `track`
+    (click tracking off) the links are left as written, and none is listed."""
     protected, constructs = marks.protect(source)
     inlined = marks.inline_css(protected, constructs)
-    marked, found = marks.rewrite_links(inlined, constructs)
+    if track:
+        marked, found = marks.rewrite_links(inlined, constructs)
+    else:
+        marked, found = inlined, []
     urls = [link.url for link in found]
     text = html_to_text(marked, urls)
     html_template = marks.as_variables(marks.restore(marked, constructs))
     return html_template, marks.as_variables(marks.restore(text, constructs)), urls
 
 
-def _with_footer_html(email: Email, source: str, language: str) -> str:
-    """The open pixel and, unless the email's flags say no or the template already has
-    them, the web-view and unsubscribe links, before `</body>`, in the variant's
-    language."""
+def _with_footer_html(email: Email, source: str, language: str, *, pixel: bool = True) -> str:
+    """The open pixel (unless open tracking is off) and, unless the email's flags say
+    no or the template already has them, the web-view and unsubscribe links, before
+    `</body>`, in the variant's language."""
     web_view, unsubscribe = footer_labels(language)
     footer_links = []
     if not email.not_add_web_view_link and not _USES_WEB_VIEW.search(source):
@@ -418,12 +433,12 @@ def _with_footer_html(email: Email, source: str, language: str) -> str:
     footer = ""
     if footer_links:
         footer = f'<div style="{_FOOTER_STYLE}">{" &middot; ".join(footer_links)}</div>'
-    pixel = f'<img src="{{{{ {OPEN_VARIABLE} }}}}" width="1" height="1" alt="">'
+    image = f'<img src="{{{{ {OPEN_VARIABLE} }}}}" width="1" height="1" alt="">' if pixel else ""
     ends = list(_BODY_END.finditer(source))
     if not ends:
-        return source + footer + pixel
+        return source + footer + image
     at = ends[-1].start()
-    return source[:at] + footer + pixel + source[at:]
+    return source[:at] + footer + image + source[at:]
 
 
 def _footer_link(url: str, label: str) -> str:

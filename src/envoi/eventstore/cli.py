@@ -35,13 +35,15 @@ def _opened() -> Iterator[tuple[Settings, Engine, DuckDBStore]]:
     from envoi.core.errors import EnvoiError  # noqa: PLC0415
     from envoi.db.session import make_engine, upgrade  # noqa: PLC0415
     from envoi.eventstore.duckdb import open_store  # noqa: PLC0415
+    from envoi.eventstore.providers import ProviderDirectory  # noqa: PLC0415
 
     settings = Settings()
     upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
+    providers = ProviderDirectory.from_settings(settings)
     try:
         try:
-            store = open_store(settings.events_store_url)
+            store = open_store(settings.events_store_url, providers)
         except EnvoiError as exc:
             raise fail(exc.message) from None
         try:
@@ -51,6 +53,7 @@ def _opened() -> Iterator[tuple[Settings, Engine, DuckDBStore]]:
         finally:
             store.close()
     finally:
+        providers.close()
         engine.dispose()
 
 

@@ -8,15 +8,28 @@ CHUNK at a time:
    outbox rows as they were read, turned into events in SQL (`mapping.select_sql`:
    no Python step per event), or event rows;
 2. what an event's flags and provider depend on (`mapping.KEY_COLUMNS`) is read into
-   `chunk_keys`; the provider of each new domain is looked up once;
+   `chunk_keys`; the store's `ProviderLookup` gives the provider of each distinct
+   domain (it keeps its own cache: MX answers expire);
 3. `firsts` (per (project, post, recipient, kind): the earliest event, and the
    earliest one by a person) is upserted with the chunk's earliest events of each
    key, through its primary key index; the rows it changed name the chunk's first
    occurrences, and the events they displaced (an earlier event came late), which
    lose their flag;
 4. the chunk is inserted into `events`, but for the ids stored already;
-5. a GDPR erasure among the outbox rows (kind `erasure`, see below) is applied;
-6. the cursor is written to `projector_state`; commit.
+5. the rollups (`rollups`: counts per hour, ahead of the statistics) get the
+   write's delta: what the events it changed (a flag lost) or added count;
+6. a GDPR erasure among the outbox rows (kind `erasure`, see below) is applied;
+7. the cursor is written to `projector_state`; commit.
+
+The projector's batches come in two steps, so that mapping the next batch overlaps
+writing this one (DuckDB releases the GIL): on the projector's reader thread,
+`stage_outbox` loads a batch's chunks (`mapping.OutboxColumns`: one string per column,
+no Python object per row) into an in-memory database attached as `envoi_stage_N` and
+maps them there: split (`mapping.split_sql`), turned into events with their
+first-occurrence key (`select_sql`, KEY), the earliest event of each key (sorted by
+key, the order of `firsts`' index), the providers of the domains. `append_staged` then
+runs steps 3 to 7 from those tables. The staging connection writes only to
+its stage, the writer only reads it; SLOTS batches are staged at most.
 
 An erasure (`profiles.erasure`, `mapping.Erasure`) is not stored as an event: it is
 taken out of the batch (one scan of its `kind` column: a batch without one pays
@@ -42,28 +55,35 @@ command while `envoi serve` runs) gets `StoreUnavailable`.
 from __future__ import annotations
 
 import logging
+import queue
 import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from itertools import islice
+from dataclasses import dataclass
+from itertools import count, islice
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from envoi.core.providers import provider_of
+from envoi.eventstore import rollups
 from envoi.eventstore.interfaces import OutboxRow, StoreUnavailable
 from envoi.eventstore.mapping import (
+    DOMAIN_TABLE,
     ERASURE_KIND,
     GIVEN,
     KEY_COLUMNS,
     OUTBOX_COLUMNS,
     TYPES,
     Erasure,
+    OutboxChunk,
+    ProviderLookup,
+    joined_columns_sql,
     keys_sql,
     naive_utc,
     select_sql,
+    split_sql,
 )
 from envoi.eventstore.schema import IMPORT_ID_BASE, NAMES, TABLE, create_table_sql
 
@@ -78,6 +98,14 @@ WRITES = "writes"
 # Rows of a call that are Python objects at once; a call may bring more (a DuckDB row
 # group, 122,880 rows, is written straight to the file, without the write-ahead log).
 CHUNK = 20_000
+
+# The staging database (in memory) and how many batches it holds at most: the one
+# being written and the next one. Each store attaches its own (the name ends with a
+# number): DuckDB shares one instance between the connections of a process to the
+# same file, and two stores on one file (the server's, a command's) must not meet.
+STAGE = "envoi_stage"
+SLOTS = 2
+_stages = count()
 
 _EVENTS = create_table_sql()
 _STATE = "CREATE TABLE IF NOT EXISTS projector_state (name VARCHAR PRIMARY KEY, value BIGINT)"
@@ -97,15 +125,18 @@ _FIRSTS = """CREATE TABLE IF NOT EXISTS firsts (
 )"""
 
 
-def earliest(source: str) -> str:
+# An event's first-occurrence key (see `earliest`): the md5 of its parts, 128 bits.
+KEY = (
+    "md5_number(concat_ws(chr(31), project_id, coalesce(post, message, ''), "
+    "coalesce(recipient, '#' || send_id, '#' || id), kind))"
+)
+
+
+def earliest(source: str, key: str = KEY) -> str:
     """(key, first, human) of the events of `source`: per key, the earliest event and
     the earliest one made by a person (`machine` None), each {occurred_at, id}.
     Without a post (a message outside campaigns) the message stands for it; without a
-    recipient (erased) the send does."""
-    key = (
-        "md5_number(concat_ws(chr(31), project_id, coalesce(post, message, ''), "
-        "coalesce(recipient, '#' || send_id, '#' || id), kind))"
-    )
+    recipient (erased) the send does. `key`: a column of `source` that holds it."""
     event = "{'occurred_at': occurred_at, 'id': id}"
     return (
         f"SELECT {key} AS key, min({event}) AS first, "  # noqa: S608
@@ -120,7 +151,7 @@ _EARLIER_HUMAN = (
 )
 _UPSERT_FIRSTS = f"""INSERT INTO firsts AS f (key, first_at, first_id, human_at, human_id, write)
 SELECT key, first.occurred_at, first.id, human.occurred_at, human.id, $write
-FROM ({earliest("chunk_keys")})
+FROM {{earliest}}
 ON CONFLICT (key) DO UPDATE SET
     first_at = CASE WHEN {_EARLIER_FIRST} THEN excluded.first_at ELSE f.first_at END,
     first_id = CASE WHEN {_EARLIER_FIRST} THEN excluded.first_id ELSE f.first_id END,
@@ -130,6 +161,7 @@ ON CONFLICT (key) DO UPDATE SET
     lost_human = CASE WHEN {_EARLIER_HUMAN} THEN f.human_id END,
     write = excluded.write
     WHERE {_EARLIER_FIRST} OR {_EARLIER_HUMAN}"""  # noqa: S608
+_UPSERT_CHUNK = _UPSERT_FIRSTS.replace("{earliest}", f"({earliest('chunk_keys')} ORDER BY key)")
 # The rows this write changed: new ones at the end of the table, so the filter on
 # `write` skips the others by their min/max.
 _CHANGED = "FROM firsts WHERE write = $write"
@@ -187,11 +219,40 @@ _OUTBOX_ROW = (
 )
 
 
-class DuckDBStore:
-    """`EventStore` over a DuckDB file (or `:memory:`)."""
+@dataclass(frozen=True)
+class Staged:
+    """A batch `stage_outbox` mapped: its slot's tables, its erasures, its id range."""
 
-    def __init__(self, path: str | Path) -> None:
+    slot: int
+    erasures: tuple[Erasure, ...]
+    low: int | None
+    high: int | None
+
+
+@dataclass(frozen=True)
+class _SlotTables:
+    """A slot's tables: the chunks as loaded (joined columns, rows that were not), the
+    batch's events with their `key`, the earliest event per key, the providers."""
+
+    joined: str
+    rows: str
+    events: str
+    earliest: str
+    providers: str
+
+
+def _slot_tables(stage: str, slot: int) -> _SlotTables:
+    names = ("joined", "rows", "events", "earliest", "providers")
+    return _SlotTables(*(f"{stage}.{name}_{slot}" for name in names))
+
+
+class DuckDBStore:
+    """`EventStore` over a DuckDB file (or `:memory:`); `providers` gives the events'
+    `provider` from their domain."""
+
+    def __init__(self, path: str | Path, providers: ProviderLookup = DOMAIN_TABLE) -> None:
         self.path = str(path)
+        self.providers = providers
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -201,6 +262,14 @@ class DuckDBStore:
         self._lock = threading.Lock()
         self._writer = self._db.cursor()
         self._setup()
+        # Batches mapped ahead by `stage_outbox`, in memory, SLOTS at most.
+        self._stage_db = f"{STAGE}_{next(_stages)}"
+        self._writer.execute(f"ATTACH ':memory:' AS {self._stage_db}")
+        self._stager = self._db.cursor()
+        self._staging = threading.Lock()
+        self._slots: queue.Queue[int] = queue.Queue()
+        for slot in range(SLOTS):
+            self._slots.put(slot)
 
     def _setup(self) -> None:
         w = self._writer
@@ -224,6 +293,8 @@ class DuckDBStore:
             "(project_id INTEGER, profile_id INTEGER, send_id BIGINT, hash VARCHAR)"
         )
         w.execute("CREATE TEMP TABLE erased_recipients (project_id INTEGER, recipient VARCHAR)")
+        # Made from the events here when the store has none yet, or older ones.
+        rollups.setup(w)
 
     # --- writing ------------------------------------------------------------------------
 
@@ -248,6 +319,99 @@ class DuckDBStore:
                 self._erase(erasures)
             self._set_cursor(cursor)
             return inserted
+
+    # --- staging: a batch mapped ahead, on the reader's thread -----------------------
+
+    def stage_outbox(self, chunks: Iterable[OutboxChunk]) -> Staged:
+        """Map a batch of outbox chunks (`mapping.OutboxColumns`, or lists of rows) in
+        the staging database, for `append_staged` (see the module doc). Runs on the
+        caller's thread, beside the writer; waits while SLOTS batches are staged."""
+        slot = self._slots.get()
+        try:
+            with self._staging:  # one staging connection
+                return self._stage(slot, chunks)
+        except BaseException:
+            self._slots.put(slot)
+            raise
+
+    def _stage(self, slot: int, chunks: Iterable[OutboxChunk]) -> Staged:
+        s = self._stager
+        names = _slot_tables(self._stage_db, slot)
+        s.execute(f"CREATE OR REPLACE TABLE {names.joined} ({joined_columns_sql()})")
+        s.execute(f"CREATE OR REPLACE TABLE {names.rows} ({_OUTBOX_ROW})")
+        joined, rows = s.appender(names.joined), s.appender(names.rows)
+        expected = 0
+        erasing = False
+        for chunk in chunks:
+            if isinstance(chunk, list):
+                rows.append_rows(chunk)
+                expected += len(chunk)
+                erasing = erasing or any(row[2] == ERASURE_KIND for row in chunk)
+            else:
+                erasing = erasing or chunk.holds_kind(ERASURE_KIND)
+                joined.append_rows([chunk])
+                expected += chunk.size
+        joined.flush()
+        rows.flush()
+        batch = f"({split_sql(names.joined)} UNION ALL SELECT * FROM {names.rows})"  # noqa: S608
+        erasures: list[Erasure] = []
+        if erasing:  # rare: read the batch's erasures out
+            found = s.execute(
+                f"SELECT project_id, data FROM {batch} WHERE kind = ? ORDER BY id",  # noqa: S608
+                [ERASURE_KIND],
+            ).fetchall()
+            erasures = [Erasure.from_outbox(project_id, data) for project_id, data in found]
+        events = f"(SELECT * FROM {batch} WHERE kind <> '{ERASURE_KIND}')"  # noqa: S608
+        s.execute(
+            f"CREATE OR REPLACE TABLE {names.events} AS "  # noqa: S608 - names of this module
+            f"SELECT *, {KEY} AS key FROM ({select_sql(events)})"
+        )
+        s.execute(f"DROP TABLE {names.joined}")
+        s.execute(f"DROP TABLE {names.rows}")
+        summary = s.execute(f"SELECT min(id), max(id), count(*) FROM {names.events}")  # noqa: S608
+        low, high, count = _one(summary)
+        # A column that split into more values than rows (a value holding the
+        # separator: `OutboxColumns.aligned` let it through) would add rows.
+        if count + len(erasures) != expected:  # pragma: no cover
+            raise RuntimeError(f"outbox batch split into {count} rows, not {expected}")
+        # In key order: the upsert walks `firsts`' index in order.
+        s.execute(
+            f"CREATE OR REPLACE TABLE {names.earliest} AS "
+            f"{earliest(names.events, 'key')} ORDER BY key"
+        )
+        domains = s.execute(
+            f"SELECT DISTINCT domain FROM {names.events} WHERE domain IS NOT NULL"  # noqa: S608
+        ).fetchall()
+        known = self.providers.providers([domain for (domain,) in domains])
+        s.execute(f"CREATE OR REPLACE TABLE {names.providers} (domain VARCHAR, provider VARCHAR)")
+        if known:
+            appender = s.appender(names.providers)
+            appender.append_rows(list(known.items()))
+            appender.flush()
+        return Staged(slot, tuple(erasures), low, high)
+
+    def append_staged(self, staged: Staged, cursor: int | None = None) -> int:
+        """`append_outbox` of a batch `stage_outbox` made (one transaction with the
+        cursor); rows inserted. The slot is free again afterwards, whatever happened."""
+        names = _slot_tables(self._stage_db, staged.slot)
+        try:
+            with self._transaction():
+                w = self._writer
+                w.execute(f"INSERT INTO domain_providers SELECT * FROM {names.providers}")  # noqa: S608
+                upsert = _UPSERT_FIRSTS.replace("{earliest}", names.earliest)
+                source = f"SELECT * EXCLUDE (key) FROM {names.events}"  # noqa: S608
+                inserted = self._write_events(source, upsert, staged.low, staged.high)
+                self._clear()
+                if staged.erasures:
+                    self._erase(staged.erasures)
+                self._set_cursor(cursor)
+                return inserted
+        finally:
+            self.discard(staged)
+
+    def discard(self, staged: Staged) -> None:
+        """Give a staged batch's slot back (written, or never to be)."""
+        self._slots.put(staged.slot)
 
     def import_rows(self, select: str, parameters: Sequence[Any] = ()) -> int:
         """Insert the rows of a DuckDB SELECT of the `GIVEN` columns but `id` (in that
@@ -274,6 +438,7 @@ class DuckDBStore:
             yield self
             if erasures:
                 self._erase(erasures, since)
+            rollups.compact_if_grown(self._writer)
 
     def reset(self) -> None:
         with self._transaction():
@@ -293,6 +458,7 @@ class DuckDBStore:
                 "is_first_human = id IN (SELECT human_id FROM firsts WHERE human_id IS NOT NULL) "
                 f"WHERE {_REGROUPABLE}"
             )
+            rollups.rebuild(w)
             self._set_state(CURSOR, 0)
 
     def _take_erasures(self) -> list[Erasure]:
@@ -306,7 +472,8 @@ class DuckDBStore:
         return [Erasure.from_outbox(project_id, data) for project_id, data in found]
 
     def _erase(self, erasures: Sequence[Erasure], since: int = 0) -> int:
-        """Apply GDPR erasures to the events of ids `since` and up; how many changed."""
+        """Apply GDPR erasures to the events of ids `since` and up; how many changed.
+        The rollups stay as they are: no rollup reads these columns (see `rollups`)."""
         rows: list[tuple[int, int | None, int | None, str | None]] = []
         for erasure in erasures:
             project = erasure.project_id
@@ -336,27 +503,37 @@ class DuckDBStore:
     def _insert_chunk(self, source: str) -> int:
         """Insert the events of `source` whose keys are in `chunk_keys`; how many."""
         w = self._writer
-        new_domains = w.execute(
-            "SELECT DISTINCT domain FROM chunk_keys WHERE domain IS NOT NULL "
-            "AND domain NOT IN (SELECT domain FROM domain_providers)"
+        domains = w.execute(
+            "SELECT DISTINCT domain FROM chunk_keys WHERE domain IS NOT NULL"
         ).fetchall()
-        if new_domains:
-            self._appender("domain_providers", [(d, provider_of(d)) for (d,) in new_domains])
+        if domains:
+            known = self.providers.providers([domain for (domain,) in domains])
+            self._appender("domain_providers", list(known.items()))
+        low, high = _one(w.execute("SELECT min(id), max(id) FROM chunk_keys"))
+        inserted = self._write_events(source, _UPSERT_CHUNK, low, high)
+        self._clear()
+        return inserted
+
+    def _write_events(self, source: str, upsert: str, low: int | None, high: int | None) -> int:
+        """Upsert `firsts` (statement `upsert`), then insert the events of `source`
+        (ids `low`..`high`) with their flags and providers (in `domain_providers`)."""
+        w = self._writer
         write = self._state(WRITES) + 1
         self._set_state(WRITES, write)
-        w.execute(_UPSERT_FIRSTS, {"write": write})
+        w.execute(upsert, {"write": write})
+        if low is None or high is None:
+            return 0
+        # The rollups' delta: what the events changed below counted before, then after.
+        change = rollups.before_change(w, write, low, high)
         for flag, lost in (("is_first", "lost_first"), ("is_first_human", "lost_human")):
             w.execute(
                 f"UPDATE {TABLE} SET {flag} = false WHERE id IN "  # noqa: S608
                 f"(SELECT {lost} {_CHANGED} AND {lost} IS NOT NULL)",
                 {"write": write},
             )
-        low, high = _one(w.execute("SELECT min(id), max(id) FROM chunk_keys"))
-        inserted = 0
-        if low is not None:
-            found = w.execute(_insert_events(source), {"low": low, "high": high, "write": write})
-            (inserted,) = _one(found)
-        self._clear()
+        found = w.execute(_insert_events(source), {"low": low, "high": high, "write": write})
+        (inserted,) = _one(found)
+        rollups.after_change(w, change)
         return int(inserted)
 
     def _appender(self, table: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -365,7 +542,7 @@ class DuckDBStore:
         appender.flush()
 
     def _clear(self) -> None:
-        for table in ("outbox_batch", "staged", "chunk_keys"):
+        for table in ("outbox_batch", "staged", "chunk_keys", "domain_providers"):
             self._writer.execute(f"DELETE FROM {table}")  # noqa: S608
 
     @contextmanager
@@ -419,6 +596,8 @@ class DuckDBStore:
 
     def close(self) -> None:
         with self._lock:
+            self._stager.close()
+            self._writer.execute(f"DETACH {self._stage_db}")
             self._writer.close()
             self._db.close()
 
@@ -452,9 +631,9 @@ def busy_message(path: str, error: str) -> str:
     )
 
 
-def open_store(events_url: str) -> DuckDBStore:
+def open_store(events_url: str, providers: ProviderLookup = DOMAIN_TABLE) -> DuckDBStore:
     """The store of `ENVOI_EVENTS_URL`: `duckdb:///PATH` (`duckdb:///:memory:` for tests;
     a relative PATH is from the working directory, `duckdb:////abs/path` absolute)."""
     if not events_url.startswith(URL_PREFIX) or events_url == URL_PREFIX:
         raise StoreUnavailable(f"ENVOI_EVENTS_URL must be duckdb:///PATH, not {events_url!r}")
-    return DuckDBStore(events_url.removeprefix(URL_PREFIX))
+    return DuckDBStore(events_url.removeprefix(URL_PREFIX), providers)

@@ -4,14 +4,18 @@ Declared once, run two ways: `event_row` in Python (imports, tests, a reader of 
 row) and `select_sql`, the same mapping as one DuckDB SELECT over a batch of raw
 outbox rows, which the projector uses: a Python step per event would cost more than
 the whole store's work (docs/benchmarks.md, projector). A test holds the two equal.
+The projector does not even hand the store a Python object per row: it reads a chunk
+of rows as one string per column (`OutboxColumns`), which `split_sql` splits.
 
 The rules:
 - the outbox's own columns are taken as they are (`OUTBOX_COLUMNS`);
 - every other column is the `data` key of the same name, cast to the column's type
   (a value of another type becomes None, as DuckDB's `json_transform` does);
 - `domain`, when `data` has none, is the recipient's (imported events often lack it);
-- `provider` is not in the outbox: the store finds it from `domain`
-  (`core.providers.provider_of`) once per distinct domain of a batch;
+- `provider` is not in the outbox: the store asks a `ProviderLookup` for it once per
+  distinct domain of a batch: `DOMAIN_TABLE` (`core.providers.provider_of`, no I/O),
+  or `eventstore.providers.ProviderDirectory`, which asks the MX hosts of a domain
+  the table does not know (a company on Google Workspace) and caches the answers;
 - a delivery attempt's `tempfail` or `permfail` happened in the SMTP session: its
   `in_band` is True unless `data` says otherwise (inbound reports say False);
 - unknown kinds are kept as they are;
@@ -23,12 +27,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 from envoi.core.providers import provider_of
+from envoi.eventstore.interfaces import OutboxRow
 from envoi.eventstore.schema import COLUMNS
 
 OUTBOX_COLUMNS: tuple[str, ...] = (
@@ -53,8 +58,30 @@ DATA_KEYS: tuple[str, ...] = tuple(
     name for name in GIVEN if name not in OUTBOX_COLUMNS and name not in COMPUTED
 )
 IN_BAND_KINDS = ("tempfail", "permfail")
+# Joins the text values of a chunk's column (`OutboxColumns`): the unit separator,
+# which JSON text never holds unescaped.
+SEPARATOR = "\x1f"
 # The outbox kind of a GDPR erasure (`profiles.erasure`): an order, not an event.
 ERASURE_KIND = "erasure"
+
+
+class ProviderLookup(Protocol):
+    """Recipient domain -> mailbox provider id, for a batch's distinct domains at once."""
+
+    def providers(self, domains: Iterable[str]) -> dict[str, str | None]:
+        """The provider of each domain (keys as given; None: unknown). Never raises for
+        a domain, and answers in bounded time."""
+        ...
+
+
+class DomainTable:
+    """`ProviderLookup` by the provider table alone (no I/O)."""
+
+    def providers(self, domains: Iterable[str]) -> dict[str, str | None]:
+        return {domain: provider_of(domain) for domain in domains}
+
+
+DOMAIN_TABLE = DomainTable()
 
 
 @dataclass(frozen=True)
@@ -88,9 +115,11 @@ class Erasure:
         )
 
 
-def event_row(outbox: Mapping[str, Any]) -> dict[str, Any]:
+def event_row(
+    outbox: Mapping[str, Any], providers: ProviderLookup = DOMAIN_TABLE
+) -> dict[str, Any]:
     """The event of an outbox row (keys: `OUTBOX_COLUMNS` and `data`, a dict or its
-    JSON text); keys `GIVEN`, with `provider` found from the domain."""
+    JSON text); keys `GIVEN`, with `provider` found from the domain by `providers`."""
     data = outbox.get("data") or {}
     if isinstance(data, str):
         data = json.loads(data)
@@ -102,7 +131,8 @@ def event_row(outbox: Mapping[str, Any]) -> dict[str, Any]:
         row["domain"] = domain_of(row["recipient"])
     if row["kind"] in IN_BAND_KINDS and row["in_band"] is None:
         row["in_band"] = True
-    row["provider"] = provider_of(row["domain"]) if row["domain"] else None
+    domain = row["domain"]
+    row["provider"] = providers.providers((domain,))[domain] if domain else None
     return row
 
 
@@ -275,3 +305,69 @@ def keys_sql(batch: str) -> str:
         f"SELECT {columns} "  # noqa: S608 - names from schema.COLUMNS
         f"FROM (SELECT *, json_extract_string(data, [{paths}]) AS x FROM {batch}) b"
     )
+
+
+# --- outbox rows as one string per column ------------------------------------------------
+
+
+class OutboxColumns(NamedTuple):
+    """`size` outbox rows as the database joined them, one string per column
+    (`OUTBOX_COLUMNS`, then `data`): integers joined by ",", text by SEPARATOR; NULL is
+    the empty string, and a recipient (the one text that may be NULL) comes after a "=",
+    so that NULL and the empty address stay apart."""
+
+    size: int
+    id: str
+    project_id: str
+    kind: str
+    occurred_at: str
+    campaign_id: str
+    email_id: str
+    profile_id: str
+    recipient: str
+    data: str
+
+    def aligned(self) -> bool:
+        """Whether no free text value holds the separator itself (then its column would
+        split into more values than rows). `data` is JSON and `occurred_at` a time:
+        neither can."""
+        return all(text.count(SEPARATOR) == self.size - 1 for text in (self.kind, self.recipient))
+
+    def holds_kind(self, kind: str) -> bool:
+        """Whether one of the rows is of `kind`."""
+        return f"{SEPARATOR}{kind}{SEPARATOR}" in f"{SEPARATOR}{self.kind}{SEPARATOR}"
+
+
+# A chunk of a batch: joined columns, or plain rows (those that did not align).
+OutboxChunk = OutboxColumns | list[OutboxRow]
+_JOINED_TEXT = ("kind", "occurred_at", "recipient", "data")
+_JOINED_INTEGERS = {"id": "BIGINT", "project_id": "INTEGER"}
+_JOINED_NULLABLE = {"campaign_id": "INTEGER", "email_id": "INTEGER", "profile_id": "INTEGER"}
+
+
+def joined_columns_sql() -> str:
+    """The columns of a DuckDB table of `OutboxColumns` rows."""
+    return ", ".join(
+        f"{name} {'INTEGER' if name == 'size' else 'VARCHAR'}" for name in OutboxColumns._fields
+    )
+
+
+def split_sql(joined: str) -> str:
+    """A DuckDB SELECT of outbox rows (`OUTBOX_COLUMNS` and `data`, as `append_outbox`
+    takes them) from table `joined` of `OutboxColumns` rows."""
+    names = (*OUTBOX_COLUMNS, "data")
+    separators = {name: "chr(31)" if name in _JOINED_TEXT else "','" for name in names}
+    values = ", ".join(
+        f"unnest(string_split({name}, {separators[name]})) AS {name}" for name in names
+    )
+    columns = []
+    for name in names:
+        if name == "recipient":
+            columns.append(f"CASE WHEN {name} <> '' THEN substr({name}, 2) END AS {name}")
+        elif name in _JOINED_INTEGERS:
+            columns.append(f"CAST({name} AS {_JOINED_INTEGERS[name]}) AS {name}")
+        elif name in _JOINED_NULLABLE:
+            columns.append(f"CAST(nullif({name}, '') AS {_JOINED_NULLABLE[name]}) AS {name}")
+        else:
+            columns.append(name)
+    return f"SELECT {', '.join(columns)} FROM (SELECT {values} FROM {joined})"  # noqa: S608

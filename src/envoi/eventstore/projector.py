@@ -13,6 +13,9 @@ projected anyway, and each pass looks for it again. Once it has been missing for
 on; a transaction that commits later than that is only seen by `envoi events
 rebuild`. On SQLite writers take turns, so ids appear in order.
 
+Each batch is read, and mapped by a store that can (`StagingStore`), on a thread of
+its own while the previous one is written (`reading.Prefetcher`).
+
 `envoi serve` runs one on a thread (`start`, `stop`), passing every
 ENVOI_WORKER_POLL_SECONDS; `envoi events rebuild` calls `run_until_idle`.
 """
@@ -23,17 +26,18 @@ import bisect
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from envoi.eventstore.interfaces import EventStore
-from envoi.eventstore.mapping import naive_utc
+from envoi.eventstore.mapping import OutboxChunk, naive_utc
 from envoi.eventstore.metrics import ProjectorMetrics
-from envoi.eventstore.reading import OutboxReader, Prefetcher, Span
+from envoi.eventstore.reading import Batch, OutboxReader, Prefetcher, Span
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +118,21 @@ def _without(hole: Hole, ids: list[int]) -> list[Hole]:
     return parts
 
 
+@runtime_checkable
+class StagingStore(Protocol):
+    """A store that maps a batch ahead of writing it (`DuckDBStore`): the projector's
+    reader thread stages the next batch (`stage_outbox`, from joined columns) while
+    the writer writes this one (`append_staged`, the batch's rows and the cursor in one
+    transaction, as `append_outbox`). `discard` hands back a staged batch that will not
+    be written."""
+
+    def stage_outbox(self, chunks: Iterable[OutboxChunk]) -> Any: ...
+
+    def append_staged(self, staged: Any, cursor: int | None = None) -> int: ...
+
+    def discard(self, staged: Any) -> None: ...
+
+
 class Projector:
     def __init__(
         self,
@@ -174,17 +193,25 @@ class Projector:
         unsaved = bool(expired)  # the cursor moves past ids given up
         started = time.perf_counter()
         span = Span(self._seen, self.batch, self._awaited.ranges())
-        with Prefetcher(self.reader, span, max_batches) as prefetcher:
+        staging = self.store if isinstance(self.store, StagingStore) else None
+        with Prefetcher(
+            self.reader,
+            span,
+            max_batches,
+            stage=staging.stage_outbox if staging is not None else None,
+            discard=staging.discard if staging is not None else None,
+        ) as prefetcher:
             for batch in prefetcher.batches():
-                self._seen = self._awaited.see(batch.ids, self._seen)
-                cursor = self._awaited.cursor(self._seen)
                 with self.metrics.seconds.time():
-                    added = self.store.append_outbox(prefetcher.rows(), cursor)
+                    if staging is not None:
+                        added = self._append_staged(staging, batch)
+                    else:
+                        added = self.store.append_outbox(prefetcher.rows(), self._next(batch))
                 projected += added
                 self.metrics.projected.inc(added)
                 unsaved = False
                 if on_batch is not None:
-                    on_batch(cursor)
+                    on_batch(self._awaited.cursor(self._seen))
                 if self._stopping.is_set():
                     break
         if unsaved:
@@ -201,6 +228,19 @@ class Projector:
                 },
             )
         return projected
+
+    def _next(self, batch: Batch) -> int:
+        """Take in a batch's ids; the cursor to write with it."""
+        self._seen = self._awaited.see(batch.ids, self._seen or 0)
+        return self._awaited.cursor(self._seen)
+
+    def _append_staged(self, staging: StagingStore, batch: Batch) -> int:
+        try:
+            cursor = self._next(batch)
+        except BaseException:
+            staging.discard(batch.staged)  # its slot, for the next pass
+            raise
+        return staging.append_staged(batch.staged, cursor)
 
     def _observe(self) -> None:
         seen = self._seen or 0

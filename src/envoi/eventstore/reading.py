@@ -1,21 +1,30 @@
-"""Reading the outbox for the projector: batches of rows in id order, streamed.
+"""Reading the outbox for the projector: batches of rows in id order.
 
-The rows are read through the driver itself (sqlite3, psycopg), as plain tuples in
-`mapping.OUTBOX_COLUMNS` order plus `data` as JSON text (never decoded in Python): the
-store turns them into events in SQL. On SQLite the reads run outside
-envoi's transactions, which take the writer lock (`db.locking`): a reader in WAL mode
-needs no lock and blocks no writer. On PostgreSQL the rows come through a server-side
-cursor, CHUNK at a time.
+A store that maps a batch ahead (`projector.StagingStore`: DuckDB) is handed each
+chunk of CHUNK rows as one string per column (`mapping.OutboxColumns`): the database
+joins the values itself (SQLite's `group_concat`, PostgreSQL's `string_agg`), so a
+chunk costs Python ten objects rather than ten per row, the driver spends its time
+outside the GIL, and the store splits the strings in SQL (`mapping.split_sql`). A
+chunk whose kinds or recipients hold the separator is read again as plain rows.
+Another store is handed plain rows (`OutboxRow` tuples), streamed.
 
-A `Prefetcher` reads on a thread of its own, ahead of the writer: while the store
-writes a batch (DuckDB releases the GIL), the next one is being read.
+The chunks of a batch are bounded by the batch's own ids, read first: with a LIMIT
+instead, PostgreSQL sorted the whole rest of the batch for every chunk, and SQLite
+seeks by one bound of the rowid only, so there are no others.
+
+On SQLite the reads run outside envoi's transactions, which take the writer lock
+(`db.locking`): a reader in WAL mode needs no lock and blocks no writer.
+
+A `Prefetcher` reads on a thread of its own, a batch ahead of the writer, and stages
+it into the store there (DuckDB releases the GIL): reading and mapping the next batch
+overlap writing this one.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -23,10 +32,11 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from envoi.eventstore.interfaces import OutboxRow
-from envoi.eventstore.mapping import OUTBOX_COLUMNS
+from envoi.eventstore.mapping import OUTBOX_COLUMNS, OutboxChunk, OutboxColumns
 
-CHUNK = 20_000
-# Chunks read ahead of the writer: outbox rows of about 700 bytes, 110 MB at most.
+CHUNK = 5_000  # rows joined at a time
+FETCH = 20_000  # rows fetched at a time (as rows)
+# Fetches read ahead of a writer that takes rows: about 300 bytes a row, 50 MB.
 AHEAD = 8
 _COLUMNS = ", ".join(OUTBOX_COLUMNS)
 
@@ -49,6 +59,33 @@ class Span:
             parameters += [low, high]
         return " OR ".join(clauses), parameters
 
+    def lowest(self) -> int:
+        """The id below every id of the span."""
+        return min([self.after, *(low - 1 for low, _ in self.holes)])
+
+
+def joined_sql(postgres: bool) -> str:
+    """The SELECT list that makes `OutboxColumns` of a chunk's rows."""
+    if postgres:
+        separator, join = "E'\\x1f'", "string_agg"
+        # Not the session's DateStyle: the format the store reads.
+        when = "to_char(occurred_at, 'YYYY-MM-DD HH24:MI:SS.US')"
+        as_text = "::text"
+    else:
+        separator, join, when, as_text = "x'1f'", "group_concat", "occurred_at", ""
+    return ", ".join(
+        [
+            "count(*)",
+            f"{join}(id{as_text}, ',')",
+            f"{join}(project_id{as_text}, ',')",
+            f"{join}(kind, {separator})",
+            f"{join}({when}, {separator})",
+            *(f"{join}(coalesce({name}{as_text}, ''), ',')" for name in OUTBOX_COLUMNS[4:7]),
+            f"{join}(coalesce('=' || recipient, ''), {separator})",
+            f"{join}(data{as_text}, {separator})",
+        ]
+    )
+
 
 class OutboxReader:
     """Reads outbox rows through one pooled driver connection."""
@@ -58,6 +95,8 @@ class OutboxReader:
         self._postgres = engine.dialect.name == "postgresql"
         self._data = "data::text" if self._postgres else "data"
         self._paramstyle = "format" if self._postgres else "qmark"
+        self._mark = "%s" if self._postgres else "?"
+        self._joined = joined_sql(self._postgres)
 
     @contextmanager
     def _connection(self) -> Iterator[Any]:
@@ -72,25 +111,59 @@ class OutboxReader:
     def ids(self, span: Span) -> list[int]:
         """The ids of `span`, in order."""
         where, parameters = span.where(self._paramstyle)
-        mark = "%s" if self._postgres else "?"
-        sql = f"SELECT id FROM outbox WHERE {where} ORDER BY id LIMIT {mark}"  # noqa: S608
+        sql = f"SELECT id FROM outbox WHERE {where} ORDER BY id LIMIT {self._mark}"  # noqa: S608
         with self._connection() as raw:
             cursor = raw.cursor()
             cursor.execute(sql, [*parameters, span.limit])
             return [row[0] for row in cursor.fetchall()]
 
-    def rows(self, span: Span, last: int) -> Iterator[list[OutboxRow]]:
-        """The rows of `span` up to id `last`, in id order, CHUNK at a time."""
-        where, parameters = span.where(self._paramstyle)
-        mark = "%s" if self._postgres else "?"
+    def _range_sql(self, span: Span) -> tuple[str, list[Any]]:
+        """The rows of `span` with ids in (?, ?], in order; the span's own condition
+        after the two bounds, and only when it has holes (see the module doc)."""
+        m = self._mark
         sql = (
             f"SELECT {_COLUMNS}, {self._data} FROM outbox "  # noqa: S608
-            f"WHERE ({where}) AND id <= {mark} ORDER BY id"
+            f"WHERE id > {m} AND id <= {m}"
+        )
+        parameters: list[Any] = []
+        if span.holes:
+            where, parameters = span.where(self._paramstyle)
+            sql += f" AND ({where})"
+        return f"{sql} ORDER BY id", parameters
+
+    def chunks(self, span: Span, ids: list[int]) -> Iterator[OutboxChunk]:
+        """The rows of `span` up to the last of `ids` (the batch's, in order), CHUNK
+        ids at a time, each as `OutboxColumns`, or as rows if it does not align."""
+        rows_sql, parameters = self._range_sql(span)
+        sql = f"SELECT {self._joined} FROM ({rows_sql}) chunk"  # noqa: S608
+        after = span.lowest()
+        with self._connection() as raw:
+            cursor = raw.cursor()
+            for start in range(0, len(ids), CHUNK):
+                last = ids[min(start + CHUNK, len(ids)) - 1]
+                cursor.execute(sql, [after, last, *parameters])
+                found = cursor.fetchone()
+                if found is not None and found[0]:
+                    joined = OutboxColumns(*found)
+                    if joined.aligned():
+                        yield joined
+                    else:
+                        cursor.execute(rows_sql, [after, last, *parameters])
+                        yield list(cursor.fetchall())
+                after = last
+
+    def rows(self, span: Span, last: int) -> Iterator[list[OutboxRow]]:
+        """The rows of `span` up to id `last`, in id order, FETCH at a time (on
+        PostgreSQL through a server-side cursor)."""
+        where, parameters = span.where(self._paramstyle)
+        sql = (
+            f"SELECT {_COLUMNS}, {self._data} FROM outbox "  # noqa: S608
+            f"WHERE ({where}) AND id <= {self._mark} ORDER BY id"
         )
         with self._connection() as raw:
             cursor = raw.cursor(name="envoi_projector") if self._postgres else raw.cursor()
             cursor.execute(sql, [*parameters, last])
-            while chunk := cursor.fetchmany(CHUNK):
+            while chunk := cursor.fetchmany(FETCH):
                 yield chunk
             cursor.close()
 
@@ -104,8 +177,7 @@ class OutboxReader:
 
     def oldest_after(self, cursor_id: int) -> Any:
         """occurred_at of the first outbox row after `cursor_id`, or None."""
-        mark = "%s" if self._postgres else "?"
-        sql = f"SELECT occurred_at FROM outbox WHERE id > {mark} ORDER BY id LIMIT 1"  # noqa: S608
+        sql = f"SELECT occurred_at FROM outbox WHERE id > {self._mark} ORDER BY id LIMIT 1"  # noqa: S608
         with self._connection() as raw:
             cursor = raw.cursor()
             cursor.execute(sql, [cursor_id])
@@ -115,24 +187,43 @@ class OutboxReader:
 
 @dataclass
 class Batch:
-    """A batch the prefetcher found: its ids (known before its rows are read)."""
+    """A batch the prefetcher found: its ids (known before its rows are read), and
+    what the store's `stage` made of its rows (None without a `stage`: then
+    `Prefetcher.rows` gives them)."""
 
     ids: list[int]
+    staged: Any = None
 
+
+# The store's side of a prefetcher (`projector.StagingStore`): map a batch's chunks
+# ahead (on the prefetcher's thread), and give up a staged batch nobody will write.
+Stage = Callable[[Iterator[OutboxChunk]], Any]
+Discard = Callable[[Any], None]
 
 _END = object()
 
 
 class Prefetcher:
-    """Batch after batch from `span.after` on, read on a thread one batch ahead.
+    """Batch after batch from `span.after` on, read on a thread ahead of the writer.
 
-    `batches()` yields each `Batch`; `rows()` then gives that batch's rows, which the
-    caller consumes before it asks for the next batch."""
+    With `stage`, each batch is read as joined columns and staged on that thread:
+    `batches()` yields it with what `stage` returned, while the next one is read and
+    staged. Without, `batches()` yields each `Batch`, and `rows()` then gives its rows,
+    read as the writer takes them."""
 
-    def __init__(self, reader: OutboxReader, span: Span, max_batches: int | None) -> None:
+    def __init__(
+        self,
+        reader: OutboxReader,
+        span: Span,
+        max_batches: int | None,
+        stage: Stage | None = None,
+        discard: Discard | None = None,
+    ) -> None:
         self._reader = reader
         self._first = span
         self._max_batches = max_batches
+        self._stage = stage
+        self._discard = discard
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=AHEAD)
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="outbox-reader", daemon=True)
@@ -145,8 +236,16 @@ class Prefetcher:
         self._stopping.set()
         while self._thread.is_alive():  # unblock a reader waiting on a full queue
             with suppress(queue.Empty):
-                self._queue.get(timeout=0.1)
+                self._give_up(self._queue.get(timeout=0.1))
         self._thread.join()
+        with suppress(queue.Empty):
+            while True:
+                self._give_up(self._queue.get_nowait())
+
+    def _give_up(self, item: Any) -> None:
+        """Hand back to the store a staged batch that will not be written."""
+        if isinstance(item, Batch) and item.staged is not None and self._discard is not None:
+            self._discard(item.staged)
 
     def _put(self, item: Any) -> bool:
         while not self._stopping.is_set():
@@ -155,6 +254,7 @@ class Prefetcher:
             except queue.Full:
                 continue
             return True
+        self._give_up(item)
         return False
 
     def _run(self) -> None:
@@ -163,13 +263,8 @@ class Prefetcher:
             count = 0
             while self._max_batches is None or count < self._max_batches:
                 ids = self._reader.ids(span)
-                if not ids or not self._put(Batch(ids)):
+                if not ids or not self._read(span, ids):
                     break
-                for chunk in self._reader.rows(span, ids[-1]):
-                    if not self._put(chunk):
-                        return
-                if not self._put(_END):
-                    return
                 count += 1
                 if len(ids) < span.limit:
                     break
@@ -177,6 +272,17 @@ class Prefetcher:
         except BaseException as exc:  # handed to the consumer, which raises it
             self._put(exc)
         self._put(None)
+
+    def _read(self, span: Span, ids: list[int]) -> bool:
+        """Read (and stage) one batch into the queue; False once stopping."""
+        if self._stage is not None:
+            return self._put(Batch(ids, self._stage(self._reader.chunks(span, ids))))
+        if not self._put(Batch(ids)):
+            return False
+        for chunk in self._reader.rows(span, ids[-1]):
+            if not self._put(chunk):
+                return False
+        return self._put(_END)
 
     def _get(self) -> Any:
         item = self._queue.get()
@@ -189,6 +295,6 @@ class Prefetcher:
             yield item
 
     def rows(self) -> Iterator[OutboxRow]:
-        """The current batch's rows."""
+        """The current batch's rows (without a `stage`)."""
         while (item := self._get()) is not _END:
             yield from item

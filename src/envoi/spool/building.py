@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import Select, and_, func, or_, select, true
 from sqlalchemy.orm import Session
 
 from envoi.campaigns.models import AudienceMember, Campaign
@@ -33,8 +33,19 @@ from envoi.emails.models import Email
 from envoi.profiles.batching import custom_plans
 from envoi.profiles.models import Profile
 from envoi.spool.bulk import OUTBOX, SPOOL, AnyRow, bulk_insert
-from envoi.spool.checks import Candidate, Policy, Verdict, any_of, check_batch
-from envoi.spool.duplicates import without_duplicates
+from envoi.spool.checks import (
+    BLOCKED,
+    QUARANTINED,
+    QUEUED,
+    Candidate,
+    Policy,
+    Verdict,
+    any_of,
+    check_batch,
+    probes,
+)
+from envoi.spool.duplicates import DUPLICATE, without_duplicates
+from envoi.spool.models import SpoolEntry
 
 
 def promote_planned(session: Session, now: datetime) -> list[int]:
@@ -124,12 +135,38 @@ class _Variant:
     urgent: bool
 
 
+@dataclass(frozen=True)
+class Occurrence:
+    """A run of an automated campaign being spooled (`campaigns.scheduler`).
+
+    The campaign's spool rows above `after_send_id` are this run's; those at or below
+    it, earlier runs'. A recipient an earlier run mailed (a row neither blocked nor
+    quarantined: delivered, failed permanently, or still being sent) is skipped
+    without a row, unless `resend`."""
+
+    after_send_id: int
+    resend: bool
+
+
 def build_step(session: Session, now: datetime, batch: int = 1000) -> bool:
     """Spool the next `batch` audience members of one running campaign; True if it did
     work (False: no campaign is left to build)."""
     campaign = _campaign_to_build(session)
     if campaign is None:
         return False
+    build_batch(session, campaign, now, batch)
+    return True
+
+
+def build_batch(
+    session: Session,
+    campaign: Campaign,
+    now: datetime,
+    batch: int,
+    occurrence: Occurrence | None = None,
+) -> bool:
+    """Spool the next `batch` members of `campaign` (locked by the caller); True once
+    its whole audience is spooled."""
     members = session.execute(
         select(
             AudienceMember.id,
@@ -146,12 +183,13 @@ def build_step(session: Session, now: datetime, batch: int = 1000) -> bool:
         .limit(batch)
     ).all()
     if members:
-        _spool(session, campaign, members, now)
+        _spool(session, campaign, members, now, occurrence)
         campaign.spool_cursor = members[-1].id
-    if len(members) < batch:
+    done = len(members) < batch
+    if done:
         campaign.spool_built_at = now
     session.flush()
-    return True
+    return done
 
 
 def _campaign_to_build(session: Session) -> Campaign | None:
@@ -171,7 +209,13 @@ def _campaign_to_build(session: Session) -> Campaign | None:
     return session.scalars(query).first()
 
 
-def _spool(session: Session, campaign: Campaign, members: Sequence[AnyRow], now: datetime) -> None:
+def _spool(
+    session: Session,
+    campaign: Campaign,
+    members: Sequence[AnyRow],
+    now: datetime,
+    occurrence: Occurrence | None = None,
+) -> None:
     summary = dict(campaign.audience_summary or {})
     first_index = int(summary.get("spooled") or 0)
     variants = _variants(session, campaign)
@@ -197,13 +241,23 @@ def _spool(session: Session, campaign: Campaign, members: Sequence[AnyRow], now:
     custom_plans(session)
     policy = Policy.from_config(campaign.config or {})
     verdicts = check_batch(session, campaign.project_id, candidates, policy, now)
-    verdicts = without_duplicates(session, campaign, verdicts)
+    if occurrence is None:
+        verdicts = without_duplicates(session, campaign, verdicts)
+        kept = [True] * len(verdicts)
+    else:
+        verdicts, kept = occurrence_verdicts(session, campaign, verdicts, occurrence)
+        skipped = kept.count(False)
+        summary["already_received"] = int(summary.get("already_received") or 0) + skipped
     start = _send_start(campaign, now)
     spread = _spread(campaign, int(summary.get("accepted") or 0))
     rows = []
-    for offset, (member, candidate, verdict, variant) in enumerate(
-        zip(members, candidates, verdicts, chosen, strict=True)
+    spooled = []
+    for offset, (member, candidate, verdict, variant, keep) in enumerate(
+        zip(members, candidates, verdicts, chosen, kept, strict=True)
     ):
+        if not keep:
+            continue
+        spooled.append((member, verdict))
         not_before = start + spread(first_index + offset)
         if verdict.not_before is not None:
             not_before = max(not_before, verdict.not_before)
@@ -226,11 +280,77 @@ def _spool(session: Session, campaign: Campaign, members: Sequence[AnyRow], now:
         _spool_event(
             dimensions, row=row, send_id=send_id, verdict=verdict, key=member.recipient_key, now=now
         )
-        for row, send_id, verdict, member in zip(rows, ids, verdicts, members, strict=True)
+        for row, send_id, (member, verdict) in zip(rows, ids, spooled, strict=True)
     ]
     bulk_insert(session, OUTBOX, events)
     summary["spooled"] = first_index + len(members)
     campaign.audience_summary = summary
+
+
+def occurrence_verdicts(
+    session: Session, campaign: Campaign, verdicts: list[Verdict], occurrence: Occurrence
+) -> tuple[list[Verdict], list[bool]]:
+    """A run's verdicts, and whether each member gets a row at all.
+
+    A member an earlier run of the campaign mailed gets none (unless `resend`); one
+    whose address this run already mails is a blocked `duplicate`, as in any campaign
+    (`spool.duplicates`, which would count earlier runs' rows too)."""
+    addresses = sorted({v.address for v in verdicts if v.address})
+    mailed = _mailed_runs(session, campaign, addresses) if addresses else {}
+    taken = {a for a, (_, last) in mailed.items() if last > occurrence.after_send_id}
+    result: list[Verdict] = []
+    kept: list[bool] = []
+    for verdict in verdicts:
+        address = verdict.address
+        first = mailed[address][0] if address in mailed else None
+        earlier = first is not None and first <= occurrence.after_send_id
+        kept.append(not earlier or occurrence.resend)
+        if kept[-1] and verdict.state == QUEUED and address in taken:
+            result.append(Verdict(BLOCKED, DUPLICATE, address))
+            continue
+        if kept[-1] and verdict.state == QUEUED and address:
+            taken.add(address)
+        result.append(verdict)
+    return result, kept
+
+
+def _mailed_runs(
+    session: Session, campaign: Campaign, addresses: list[str]
+) -> dict[str, tuple[int, int]]:
+    """address → (lowest, highest) id of the campaign's rows to it that were or will be
+    mailed (neither blocked nor quarantined), on `ix_spool_recipient`; on PostgreSQL
+    one probe per address, as `spool.duplicates` does and for the same reason."""
+    entry = SpoolEntry
+    mailed = (entry.campaign_id + 0 == campaign.id) & entry.state.not_in((BLOCKED, QUARANTINED))
+    query: Select[str | None, int, int]
+    if session.get_bind().dialect.name != "postgresql":
+        query = (
+            select(entry.recipient, func.min(entry.id), func.max(entry.id))
+            .where(
+                entry.project_id == campaign.project_id,
+                any_of(session, entry.recipient, addresses),
+                mailed,
+            )
+            .group_by(entry.recipient)
+        )
+    else:
+        wanted = probes(campaign.project_id, addresses)
+        hit = (
+            select(func.min(entry.id).label("first"), func.max(entry.id).label("last"))
+            .where(
+                entry.project_id == wanted.c.project_id,
+                entry.recipient == wanted.c.address,
+                mailed,
+            )
+            .lateral("hit")
+        )
+        query = (
+            select(wanted.c.address, hit.c.first, hit.c.last)
+            .select_from(wanted)
+            .join(hit, true())
+            .where(hit.c.first.is_not(None))
+        )
+    return {address: (first, last) for address, first, last in session.execute(query) if address}
 
 
 def _variants(session: Session, campaign: Campaign) -> list[_Variant]:
@@ -264,7 +384,10 @@ def _key_pair(recipient_key: str) -> tuple[tuple[str, str], ...]:
 
 
 def _send_start(campaign: Campaign, now: datetime) -> datetime:
-    """When the campaign's first row is due: its start, or its planned start if later."""
+    """When the campaign's first row is due: its start, or its planned start if later;
+    an automated campaign's run is due when it is spooled."""
+    if campaign.post_type == PostType.AUTOMATED:
+        return now
     planned = campaign.planned_at
     if campaign.post_type == PostType.AB:
         planned = campaign.test_planned_at or campaign.planned_at

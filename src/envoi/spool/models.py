@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from envoi.db.base import Base, JSONType, UTCDateTime, project_fk, updated_at
@@ -66,3 +66,8 @@ class SpoolEntry(Base):
     smtp_status: Mapped[str | None] = mapped_column(String(16))
     smtp_text: Mapped[str | None] = mapped_column(String(1000))
     updated_at: Mapped[updated_at]
+    # Tracking switches of a single send (`sends`): off, its message has no open pixel
+    # or no tracked links. Campaign rows leave them to the database: always on. No
+    # Python-side default, so the spool's batch inserts stay on their fast path.
+    track_opens: Mapped[bool] = mapped_column(Boolean, server_default=true())
+    track_clicks: Mapped[bool] = mapped_column(Boolean, server_default=true())

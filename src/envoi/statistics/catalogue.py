@@ -72,8 +72,23 @@ def describe() -> dict[str, list[dict[str, Any]]]:
         }
         if isinstance(m, Rate):
             entry |= {"numerator": m.numerator, "denominator": m.denominator}
+        variants = _variants(m)
+        if variants:
+            entry["variants"] = variants
         measures.append(entry)
     return {"dimensions": dimensions, "measures": measures}
+
+
+def _variants(item: Measure) -> dict[str, str] | None:
+    """The people / machines / everyone family of an activity count (`opened`,
+    `opened_machine`, `opened_all`; `unique_opened`, `unique_opened_all`), each
+    naming the others; None for a measure of no such family."""
+    if item.same_as is not None:
+        return None
+    base = item.name.removesuffix("_machine").removesuffix("_all")
+    family = {"human": base, "machine": f"{base}_machine", "all": f"{base}_all"}
+    present = {who: name for who, name in family.items() if name in MEASURES}
+    return present if len(present) > 1 and item.name in present.values() else None
 
 
 def _check() -> None:

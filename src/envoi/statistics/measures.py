@@ -204,7 +204,7 @@ def _hits(kind: str, noun: str, seeds: tuple[str, ...] = ()) -> tuple[Measure, .
 
 
 ACTIVITY: tuple[Measure, ...] = (
-    *_hits("open", "opens", S001),
+    *_hits("open", "opens", S001 + S003),
     *_hits("click", "clicks", S001 + S003),
     *_hits("mirror", "web views"),
     _count("goals", "goals reached", "kind = 'goal'", S001),

@@ -4,6 +4,13 @@ Every name becomes its catalogue entry, every filter value the Python type of it
 dimension (so the statement binds a DATE to a date, an INTEGER to an int), times
 the store's naive UTC. Anything wrong raises `Invalid` with `loc` naming the field:
 `("group_by", 0)`, `("filters", 1, "values")`, `("timezone",)` ...
+
+`StatsQuery.where`, the native API's boolean filter, becomes `Plan.tree`, and an error
+in it has a `loc` that walks the tree: `("where", "and", 1, "values", 0)` is the first
+value of the second item of the top `and`; under a `not` there is no index
+(`("where", "not", "field")`). The conditions ANDed at the top of the tree join the flat
+`conditions` (the same answer, and a filter on a date then bounds the scan, one on a
+grouped `tag` picks the groups, as flat filters do).
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 from envoi.core.errors import Invalid
@@ -21,13 +28,36 @@ from envoi.statistics.definitions import Dimension, Measure
 from envoi.statistics.timebuckets import local, utc, zone
 
 if TYPE_CHECKING:
-    from envoi.statistics.query import Filter, StatsQuery
+    from envoi.statistics.query import StatsQuery
 
 OPS = frozenset({"eq", "ne", "in", "ge", "le", "gt", "lt", "like"})
 MAX_IN = 10_000  # values of one `in` filter
+MAX_TREE_DEPTH = 20  # levels of a `where` tree
+MAX_TREE_NODES = 500  # branches and conditions of a `where` tree
+BRANCHES = ("and", "or", "not")
 _INTEGER = re.compile(r"-?\d{1,18}")
 _MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
 _BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
+_DATES = (date(1, 1, 3), date(9999, 12, 29))
+
+
+@dataclass(frozen=True)
+class Filter:
+    """`field` (a catalogue dimension) `op` `values`: one value, or several for `in`.
+    A None value with eq / ne tests for a missing value (IS NULL / IS NOT NULL)."""
+
+    field: str
+    op: str
+    values: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Where:
+    """A boolean tree over filters: `and` / `or` of its items, or `not` of its one item
+    (the native API's `filter`)."""
+
+    op: str
+    items: tuple[Filter | Where, ...]
 
 
 @dataclass(frozen=True)
@@ -37,6 +67,18 @@ class Condition:
     dimension: Dimension
     op: str
     values: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Branch:
+    """`and` / `or` / `not` (one item) over conditions and branches: the native API's
+    filter tree, ANDed with the flat `conditions`."""
+
+    op: Literal["and", "or", "not"]
+    items: tuple[Node, ...]
+
+
+Node = Condition | Branch
 
 
 @dataclass(frozen=True)
@@ -61,6 +103,8 @@ class Plan:
     zone: ZoneInfo
     order: tuple[Order, ...]
     limit: int | None
+    tree: Node | None = None  # the native API's boolean filter (`StatsQuery.where`)
+    offset: int = 0  # groups skipped, after the order (the native API's cursor)
 
 
 def plan(query: StatsQuery) -> Plan:
@@ -81,12 +125,17 @@ def plan(query: StatsQuery) -> Plan:
     end = utc(query.end, ("end",)) if query.end is not None else None
     if start is not None and end is not None and end <= start:
         raise Invalid("end must be after start", ("end",))
-    conditions = tuple(_condition(f, i, where) for i, f in enumerate(query.filters))
+    conditions = tuple(_condition(f, ("filters", i), where) for i, f in enumerate(query.filters))
+    tree, conjuncts = _hoist(_tree(query.where, where))
+    conditions += conjuncts
     measures = list(shown)
     order = _order(query.order_by, keys, measures)
     limit = query.limit
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
         raise Invalid("limit must be a positive integer", ("limit",))
+    offset = query.offset
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise Invalid("offset must be an integer from 0", ("offset",))
     return Plan(
         project_id=project_id,
         keys=tuple(keys),
@@ -99,6 +148,8 @@ def plan(query: StatsQuery) -> Plan:
         zone=where,
         order=order,
         limit=limit,
+        tree=tree,
+        offset=offset,
     )
 
 
@@ -141,8 +192,63 @@ def _order(
     return tuple(order)
 
 
-def _condition(item: Filter, index: int, where: ZoneInfo) -> Condition:
-    loc: tuple[str | int, ...] = ("filters", index)
+def _tree(root: Where | None, where: ZoneInfo) -> Node | None:
+    """`StatsQuery.where` resolved, or None; Invalid with a `loc` into the tree."""
+    if root is None:
+        return None
+    budget = [MAX_TREE_NODES]
+    return _node(root, ("where",), where, 1, budget)
+
+
+def _node(
+    item: object, loc: tuple[str | int, ...], where: ZoneInfo, depth: int, budget: list[int]
+) -> Node:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise Invalid(f"a filter has at most {MAX_TREE_NODES} nodes", loc)
+    if depth > MAX_TREE_DEPTH:
+        raise Invalid(f"filters nest at most {MAX_TREE_DEPTH} levels deep", loc)
+    if isinstance(item, Filter):
+        return _condition(item, loc, where)
+    if not isinstance(item, Where):
+        raise Invalid("expected a filter, or an and / or / not of filters", loc)
+    op = item.op
+    if op not in BRANCHES:
+        raise Invalid(f"unknown branch {op!r}: one of and, or, not", loc)
+    if op == "not":
+        if len(item.items) != 1:
+            raise Invalid("not takes one filter", (*loc, "not"))
+        return Branch("not", (_node(item.items[0], (*loc, "not"), where, depth + 1, budget),))
+    if op == "or" and not item.items:
+        raise Invalid("or takes at least one filter", (*loc, "or"))
+    items = tuple(
+        _node(child, (*loc, op, index), where, depth + 1, budget)
+        for index, child in enumerate(item.items)
+    )
+    return Branch("and" if op == "and" else "or", items)
+
+
+def _hoist(tree: Node | None) -> tuple[Node | None, tuple[Condition, ...]]:
+    """The tree split into the conditions ANDed at its top, and what is left of it."""
+    if tree is None:
+        return None, ()
+    conjuncts: list[Condition] = []
+    rest: list[Node] = []
+    pending: list[Node] = [tree]
+    while pending:
+        node = pending.pop(0)
+        if isinstance(node, Condition):
+            conjuncts.append(node)
+        elif node.op == "and":
+            pending[:0] = node.items
+        else:
+            rest.append(node)
+    if not rest:
+        return None, tuple(conjuncts)
+    return (rest[0] if len(rest) == 1 else Branch("and", tuple(rest))), tuple(conjuncts)
+
+
+def _condition(item: Filter, loc: tuple[str | int, ...], where: ZoneInfo) -> Condition:
     found = dimension(item.field, (*loc, "field"))
     if item.op not in OPS:
         raise Invalid(
@@ -172,11 +278,14 @@ def _coerce(
 ) -> Any:
     """`value` as the Python type of `found`'s values, or Invalid."""
     kind = "str" if op == "like" else found.type
-    if kind == "time":  # a bucket start, compared on the zone's wall clock
-        moment = _datetime(value)
-        read: Any = local(moment, where) if moment is not None else None
-    else:
-        read = _READERS[kind](value)
+    try:
+        if kind == "time":  # a bucket start, compared on the zone's wall clock
+            moment = _datetime(value)
+            read: Any = local(moment, where) if moment is not None else None
+        else:
+            read = _READERS[kind](value)
+    except OverflowError:  # a time at the very ends of the calendar, in this zone
+        read = None
     if read is None:
         raise Invalid(f"{value!r} is not a valid {found.name} ({_EXPECTED[kind]})", loc)
     return read
@@ -205,14 +314,16 @@ def _month(value: object) -> str | None:
 
 
 def _date(value: object) -> date | None:
+    read: date | None = None
     if isinstance(value, date) and not isinstance(value, datetime):
-        return value
-    if isinstance(value, str):
+        read = value
+    elif isinstance(value, str):
         try:
-            return date.fromisoformat(value.strip())
+            read = date.fromisoformat(value.strip())
         except ValueError:
             return None
-    return None
+    # A day either side stays a date: `sql` bounds the scan by them.
+    return read if read is not None and _DATES[0] <= read <= _DATES[1] else None
 
 
 def _datetime(value: object) -> datetime | None:

@@ -19,17 +19,11 @@ from envoi.eventstore.interfaces import EventStore
 from envoi.statistics import plan as planning
 from envoi.statistics import sql
 from envoi.statistics.definitions import Dimension, Measure, Moment, Rate, Sum
+from envoi.statistics.plan import Filter, Where
 from envoi.statistics.timebuckets import aware, from_utc
 
-
-@dataclass(frozen=True)
-class Filter:
-    """`field` (a catalogue dimension) `op` `values`: one value, or several for `in`.
-    A None value with eq / ne tests for a missing value (IS NULL / IS NOT NULL)."""
-
-    field: str
-    op: str
-    values: tuple[Any, ...]
+# A query's filters are declared beside the plan that resolves them, and named here.
+__all__ = ["Filter", "StatisticsEngine", "StatsQuery", "StatsResult", "Where"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +37,8 @@ class StatsQuery:
     timezone: str = "UTC"  # time dimensions are read in this zone
     order_by: tuple[str, ...] = ()  # names; "-name" descending; default: the group keys
     limit: int | None = None
+    where: Where | None = None  # ANDed with `filters`
+    offset: int = 0  # groups skipped after the order (for pagination)
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""A `Plan` as one parameterised SQL statement over the event table (DuckDB's SQL).
+"""A `Plan` as one parameterised SQL statement over the event table, or over one of its
+rollups when that gives the same answer (`statistics.rollups`), in DuckDB's SQL.
 
 The statement's text is made of catalogue SQL and fixed aliases only (`_k0` for the
 first group key, `_m0` for the first measure): every value the query brings is a
@@ -18,6 +19,10 @@ Shape, for groups and their totals in one scan:
 The last row is the totals (`_totals` non-zero), whose rates come from its own summed
 counts. Grouped by `tag`, an event is in one group per tag (UNNEST), so the totals
 are a second aggregate over the events themselves, each counted once.
+
+A rollup (`eventstore.rollups`) has the events' dimension columns, `occurred_at` the
+hour, so the same text reads it: only the table and each measure's SQL (the sum of
+its column) differ.
 """
 
 from __future__ import annotations
@@ -25,58 +30,58 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from envoi.eventstore.schema import TABLE
-from envoi.statistics.catalogue import MEASURES
+from envoi.statistics import predicates
+from envoi.statistics import rollups as rollup_sources
 from envoi.statistics.definitions import LOCAL, Dimension
 from envoi.statistics.plan import Condition, Order, Plan
+from envoi.statistics.predicates import Parameters, list_predicate, predicate
 from envoi.statistics.timebuckets import date_range_utc, local_sql
 
-_COMPARISONS = {"eq": "=", "ne": "IS DISTINCT FROM", "ge": ">=", "le": "<=", "gt": ">", "lt": "<"}
 
-
-class Parameters:
-    """The statement's parameter values; `add` gives the placeholder of one."""
-
-    def __init__(self) -> None:
-        self.values: list[Any] = []
-
-    def add(self, value: Any) -> str:
-        self.values.append(value)
-        return f"${len(self.values)}"
-
-
-def statement(plan: Plan) -> tuple[str, list[Any]]:
-    """The SQL and its parameters: rows of group keys, measures and `_totals`."""
+def statement(plan: Plan, *, rollups: bool = True) -> tuple[str, list[Any]]:
+    """The SQL and its parameters: rows of group keys, measures and `_totals`. Over a
+    rollup when one answers the plan exactly, unless `rollups` is False."""
     parameters = Parameters()
-    timed = any(d.timed for d in plan.keys) or any(c.dimension.timed for c in plan.conditions)
+    window = _window(plan)
+    source = rollup_sources.source(plan, window) if rollups else rollup_sources.EVENTS
+    table = source.table
+    timed = (
+        any(d.timed for d in plan.keys)
+        or any(c.dimension.timed for c in plan.conditions)
+        or (plan.tree is not None and predicates.timed(plan.tree))
+    )
     # Only when used: a parameter the statement does not use is an error.
-    local = local_sql(plan.zone_name, parameters.add, *_window(plan)) if timed else ""
-    where = " AND ".join(_where(plan, parameters, local))
-    measures = ", ".join(f"{m.sql(MEASURES)} AS _m{i}" for i, m in enumerate(plan.measures))
+    local = local_sql(plan.zone_name, parameters.add, *window) if timed else ""
+    where = " AND ".join(where_clauses(plan, parameters, local))
+    measures = ", ".join(f"{source.measure_sql(m)} AS _m{i}" for i, m in enumerate(plan.measures))
     if not plan.keys:
         selected = f"{measures}, " if measures else ""
-        sql = f"SELECT {selected}1 AS _totals FROM {TABLE} WHERE {where}"  # noqa: S608 - module doc
+        sql = f"SELECT {selected}1 AS _totals FROM {table} WHERE {where}"  # noqa: S608 - module doc
         return sql, parameters.values
     aliases = ", ".join(f"_k{i}" for i in range(len(plan.keys)))
     keys = ", ".join(f"{_key_sql(d, local)} AS _k{i}" for i, d in enumerate(plan.keys))
     measured = f"{measures}, " if measures else ""
     order = ", ".join(_order_sql(o) for o in plan.order)
     limit = f" LIMIT {parameters.add(plan.limit)}" if plan.limit is not None else ""
+    if plan.offset:
+        limit += f" OFFSET {parameters.add(plan.offset)}"
     if any(d.multi for d in plan.keys):
         unnested = " AND ".join(_unnested_where(plan, parameters)) or "true"
         blanks = ", ".join(f"NULL AS _k{i}" for i in range(len(plan.keys)))
         lists = " AND ".join(f"len(coalesce({d.sql}, [])) > 0" for d in plan.keys if d.multi)
         head = (
-            f"WITH e AS (SELECT * FROM {TABLE} WHERE {where}), "  # noqa: S608 - module doc
+            f"WITH e AS (SELECT * FROM {table} WHERE {where}), "  # noqa: S608 - module doc
             f"g AS (SELECT {aliases}, {measured}0 AS _totals "
             f"FROM (SELECT *, {keys} FROM e) WHERE {unnested} GROUP BY {aliases}), "
-            f"t AS (SELECT {blanks}, {measured}1 AS _totals FROM e WHERE {lists}) "
+            # One totals row; without measures, nothing to read for it.
+            f"t AS (SELECT {blanks}, {measured}1 AS _totals"
+            f"{f' FROM e WHERE {lists}' if measures else ''}) "
         )
         groups, totals = "SELECT * FROM g", "SELECT * FROM t"
     else:
         head = (
             f"WITH g AS MATERIALIZED (SELECT {aliases}, {measured}GROUPING({aliases}) AS _totals "  # noqa: S608 - module doc
-            f"FROM (SELECT *, {keys} FROM {TABLE} WHERE {where}) "
+            f"FROM (SELECT *, {keys} FROM {table} WHERE {where}) "
             f"GROUP BY GROUPING SETS (({aliases}), ())) "
         )
         groups, totals = "SELECT * FROM g WHERE _totals = 0", "SELECT * FROM g WHERE _totals <> 0"
@@ -112,7 +117,7 @@ def _order_sql(order: Order) -> str:
     return f"{column} {'DESC' if order.descending else 'ASC'} NULLS LAST"
 
 
-def _where(plan: Plan, parameters: Parameters, local: str) -> list[str]:
+def where_clauses(plan: Plan, parameters: Parameters, local: str) -> list[str]:
     """The events' predicates: the project, the time range, each filter."""
     where = [f"project_id = {parameters.add(plan.project_id)}"]
     if plan.start is not None:
@@ -122,10 +127,12 @@ def _where(plan: Plan, parameters: Parameters, local: str) -> list[str]:
     for condition in plan.conditions:
         expression = condition.dimension.sql.replace(LOCAL, local)
         if condition.dimension.multi:
-            where.append(_list_predicate(expression, condition, parameters))
+            where.append(list_predicate(expression, condition, parameters))
         else:
-            where.append(_predicate(expression, condition, parameters))
+            where.append(predicate(expression, condition, parameters))
         where += _pruning(condition, parameters)
+    if plan.tree is not None:
+        where.append(predicates.tree_sql(plan.tree, parameters, local))
     return where
 
 
@@ -136,40 +143,11 @@ def _unnested_where(plan: Plan, parameters: Parameters) -> list[str]:
     for index, key in enumerate(plan.keys):
         if key.multi:
             where += [
-                _predicate(f"_k{index}", c, parameters)
+                predicate(f"_k{index}", c, parameters)
                 for c in plan.conditions
                 if c.dimension.name == key.name
             ]
     return where
-
-
-def _predicate(expression: str, condition: Condition, parameters: Parameters) -> str:
-    op, values = condition.op, condition.values
-    if values == (None,):
-        return f"({expression} IS {'NOT ' if op == 'ne' else ''}NULL)"
-    if op == "in":
-        listed = ", ".join(parameters.add(v) for v in values)
-        return f"({expression} IN ({listed}))"
-    if op == "like":
-        return f"({expression} LIKE {parameters.add(values[0])})"
-    return f"({expression} {_COMPARISONS[op]} {parameters.add(values[0])})"
-
-
-def _list_predicate(expression: str, condition: Condition, parameters: Parameters) -> str:
-    """A filter on a list (tags): an element passes it; `ne`: no element is the value;
-    a None value: the list is empty (eq) or not (ne)."""
-    op, values = condition.op, condition.values
-    listed = f"coalesce({expression}, [])"
-    if values == (None,):
-        return f"(len({listed}) {'>' if op == 'ne' else '='} 0)"
-    if op == "eq":
-        return f"list_contains({listed}, {parameters.add(values[0])})"
-    if op == "ne":
-        return f"NOT list_contains({listed}, {parameters.add(values[0])})"
-    if op == "in":
-        return f"list_has_any({listed}, [{', '.join(parameters.add(v) for v in values)}])"
-    element = _predicate("_element", condition, parameters)
-    return f"(len(list_filter({listed}, lambda _element: {element})) > 0)"
 
 
 def _pruning(condition: Condition, parameters: Parameters) -> list[str]:

@@ -61,6 +61,10 @@ class Send:
     state: str
     updated_at: datetime | None
     dimensions: Dimensions
+    # A single send's tracking switches (`sends`): a hit on what was not tracked is
+    # answered (the pixel, the redirect) but not recorded (seed 004).
+    track_opens: bool = True
+    track_clicks: bool = True
 
     def data(self) -> dict[str, Any]:
         """The dimensions every event of this send carries (a new dict)."""
@@ -92,7 +96,7 @@ class Send:
 _NO_CAMPAIGN = Dimensions.of(None)
 _SEND_COLUMNS = (
     "id, project_id, campaign_id, email_id, profile_id, recipient, domain, router, language, "
-    "state, updated_at"
+    "state, updated_at, track_opens, track_clicks"
 )
 _SQL: dict[str, str] = {}
 
@@ -128,7 +132,8 @@ class SendLoader:
         parameters = {"ids": ids_parameter(dialect, ids)}
         for row in execute(session, _send_sql(dialect), parameters):
             (send_id, project_id, campaign_id, email_id, profile_id, recipient, domain) = row[:7]
-            router, language, state, updated, post_type, message_type, tags = row[7:]
+            router, language, state, updated, opens, clicks = row[7:13]
+            post_type, message_type, tags = row[13:]
             sends[send_id] = Send(
                 send_id,
                 project_id,
@@ -142,6 +147,8 @@ class SendLoader:
                 state,
                 updated_at(updated),
                 self._of(campaign_id, post_type, message_type, tags),
+                bool(opens),  # SQLite's 0 / 1
+                bool(clicks),
             )
         return sends
 

@@ -132,6 +132,8 @@ class Tracker:
     ) -> Outcome:
         if send is None:
             return UNKNOWN
+        if not send.track_opens:
+            return Outcome(Result.NONE)  # the pixel, no event
         data = send.data() | visitor
         data["machine"] = judge_open(
             hit.user_agent, hit.ip or "", send.seconds_after_delivery(hit.at)
@@ -159,6 +161,8 @@ class Tracker:
             )
             if url is None:
                 return UNKNOWN
+        if not send.track_clicks:
+            return Outcome(Result.NONE, location=url)  # the redirect, no event
         recent = self._recent.add(send.id, link)
         after = send.seconds_after_delivery(hit.at)
         data = send.data() | visitor

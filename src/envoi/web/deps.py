@@ -14,6 +14,7 @@ from envoi.config import Settings
 from envoi.core.errors import Unauthorized
 from envoi.projects.models import Project
 from envoi.projects.services import Authenticator, find_by_login
+from envoi.web.ui.sessions import COOKIE_NAME, SessionInvalid, from_script, session_project
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -58,6 +59,25 @@ def get_project(request: Request) -> Project:
     return authenticator.authenticate(project, login, secret, client_host)
 
 
+def get_project_or_session(request: Request) -> Project:
+    """The project of the request's Basic credentials or, for the web UI, of its
+    session cookie (seed 002: the report builder answers both).
+
+    An Authorization header decides alone when there is one; else the cookie does
+    (`web.ui.sessions`: 401 when it is tampered with, expired, or its project's secret
+    changed; the IP allowlist applies). A page's script without either gets its 401
+    without the Basic challenge, so the browser shows no login dialog over the page.
+    """
+    if "authorization" in request.headers:
+        return get_project(request)
+    if COOKIE_NAME in request.cookies:
+        return session_project(request)
+    if from_script(request):
+        raise SessionInvalid("Not logged in")
+    return get_project(request)
+
+
 Db = Annotated[Session, Depends(get_session)]
 CurrentProject = Annotated[Project, Depends(get_project)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
+SessionOrProject = Annotated[Project, Depends(get_project_or_session)]

@@ -1,0 +1,1 @@
+"""Single sends: transactional messages (post type P) and campaign test sends (T)."""
