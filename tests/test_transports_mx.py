@@ -142,6 +142,32 @@ def test_mx_slows_a_destination_down() -> None:
         assert peer.recipients() == ["ok@b.test"]
 
 
+def test_mx_limits_a_custom_domain_as_its_mx_hosts_provider() -> None:
+    """example-corp.test receives its mail at Google: when Gmail asks envoi to slow down,
+    the company's domain waits too; a domain with MX hosts of its own does not."""
+    with SmtpPeer() as peer:
+        zone: Zone = {
+            ("gmail.com", "MX"): ["5 gmail-smtp-in.l.google.com."],
+            ("example-corp.test", "MX"): ["1 aspmx.l.google.com."],
+            ("own.test", "MX"): ["10 mx.own.test."],
+            ("gmail-smtp-in.l.google.com", "A"): ["127.0.0.1"],
+            ("aspmx.l.google.com", "A"): ["127.0.0.1"],
+            ("mx.own.test", "A"): ["127.0.0.1"],
+        }
+        with DnsServer(zone) as server:
+            transport = mx_transport(server, peer.port, pause_seconds=60)
+            grey, company, own = run(
+                lambda: send_all(
+                    transport, ["grey@gmail.com", "ok@example-corp.test", "ok@own.test"]
+                )
+            )
+        assert grey.slows_down
+        assert (company.code, company.status) == (451, "4.4.5")
+        assert "google" in company.text
+        assert own.code == 250
+        assert peer.recipients() == ["ok@own.test"]
+
+
 def test_mx_remembers_a_bounded_number_of_hosts_down(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(mx, "_MAX_DOWN", 3)
     clock = FakeClock()

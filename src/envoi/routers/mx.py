@@ -33,7 +33,7 @@ import dns.exception
 import dns.name
 import dns.resolver
 
-from envoi.core.providers import ascii_domain
+from envoi.core.providers import ascii_domain, provider_of_mx
 from envoi.delivery.interfaces import Envelope, SmtpReply
 from envoi.routers.connection import Endpoint, SmtpConnection
 from envoi.routers.limits import Deferred, destination_key, destination_limiter
@@ -174,6 +174,16 @@ class DnsCache:
         return tuple(found), min(ttls) if found else NEGATIVE_TTL
 
 
+def _route_key(domain: str, key: str, route: Route) -> str:
+    """The destination whose limits apply: a domain the provider table does not know
+    (a company's own, hosted by Google or Microsoft) shares its provider's limits when
+    one of its MX hosts is the provider's (the first known, as in docs/providers.md),
+    since that provider is who counts our connections."""
+    if key != domain or route.implicit:
+        return key
+    return next((p for host in route.hosts if (p := provider_of_mx(host))), key)
+
+
 class MxTransport:
     def __init__(
         self,
@@ -205,6 +215,7 @@ class MxTransport:
             route = await self.dns.route(lookup)
             if isinstance(route, SmtpReply):
                 return route
+            key = _route_key(domain, key, route)
             async with self.limiter.slot(key):
                 reply = await self._deliver(domain, route, envelope, data)
         except DnsTemporary as exc:

@@ -24,14 +24,11 @@ from envoi.statistics import jsonrpc
 from envoi.statistics.auth import caller_by_access_token, caller_by_api_key
 from envoi.statistics.jsonrpc import API_ERROR, INVALID_PARAMS, SERVER_ERROR, RpcError
 from envoi.statistics.messages import message_stats, parse_conditions, select_recipients
-from envoi.statistics.query import StatisticsEngine
+from envoi.statistics.query import UNAVAILABLE, StatisticsEngine
 from envoi.statistics.tags import tag_stats
 
 jsonrpc_router = APIRouter(tags=["statistics (seed 001)"])
 tags_router = APIRouter(tags=["statistics (seed 004)"])
-
-
-UNAVAILABLE = "Statistics unavailable"  # the event store is not open (docs/api-*-stats.md)
 
 
 def _engine(request: Request) -> StatisticsEngine | None:

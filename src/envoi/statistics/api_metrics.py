@@ -25,7 +25,7 @@ from envoi.statistics import metrics, recipients
 from envoi.statistics.catalogue import describe
 from envoi.statistics.metrics import Cursors, Unavailable
 from envoi.statistics.plan import MAX_IN, MAX_TREE_DEPTH, MAX_TREE_NODES, OPS
-from envoi.statistics.query import StatisticsEngine
+from envoi.statistics.query import UNAVAILABLE, StatisticsEngine
 from envoi.statistics.schemas import (
     DEFAULT_LIMIT,
     MAX_DIMENSIONS,
@@ -45,7 +45,7 @@ CSV = "text/csv"
 def _store(request: Request) -> EventStore:
     store: EventStore | None = request.app.state.event_store
     if store is None:
-        raise Unavailable(metrics.UNAVAILABLE)
+        raise Unavailable(UNAVAILABLE)
     return store
 
 

@@ -13,8 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from envoi.statistics.api import UNAVAILABLE
-from envoi.statistics.query import StatisticsEngine
+from envoi.statistics.query import UNAVAILABLE, StatisticsEngine
 from envoi.statistics.reports import ReportError, parse_report, run_report
 from envoi.web.deps import SessionOrProject
 

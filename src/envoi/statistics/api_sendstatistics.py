@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from envoi.core.errors import Invalid
 from envoi.statistics.auth import Caller, caller_by_api_key
-from envoi.statistics.query import StatisticsEngine
+from envoi.statistics.query import UNAVAILABLE, StatisticsEngine
 from envoi.statistics.sendstatistics import (
     FIELDS_ERROR,
     check_sort_field,
@@ -35,7 +35,6 @@ router = APIRouter(tags=["statistics (seed 003)"])
 
 FIELDS_CODE = 20620  # the seed's code for bad `fields`
 NOT_FOUND = "Not found"
-UNAVAILABLE = "Statistics unavailable"  # the event store is not open
 
 
 def error(status: int, message: str, code: int | None = None) -> JSONResponse:

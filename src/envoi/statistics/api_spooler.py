@@ -15,14 +15,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from envoi.core.errors import Invalid
-from envoi.statistics.query import StatisticsEngine
+from envoi.statistics.query import UNAVAILABLE, StatisticsEngine
 from envoi.statistics.spoolers import find_spooler, parse_grouping, spooler_stats
 
 router = APIRouter(tags=["statistics (seed 000)"])
 
 UNKNOWN_SPOOLER = "Unknown spooler token"
 NOT_ALLOWED = "API client IP not allowed"
-UNAVAILABLE = "Statistics unavailable"  # the event store is not open
 
 
 def error(status: int, message: str) -> JSONResponse:

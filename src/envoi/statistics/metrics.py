@@ -44,7 +44,6 @@ MAX_BUCKETS = 100_000  # rows of a zero-filled series
 EXPORT_MAX = 1_000_000  # rows of a CSV export without `limit`
 DEFAULT_RANGE = timedelta(days=7)
 TIME = "time"  # the rows' key for the bucket start
-UNAVAILABLE = "Statistics unavailable"
 _CSV_CHUNK = 1_000  # rows per chunk of a streamed CSV
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The range of `start` and `end`: far beyond any event, and far from the ends of

@@ -23,7 +23,11 @@ from envoi.statistics.plan import Filter, Where
 from envoi.statistics.timebuckets import aware, from_utc
 
 # A query's filters are declared beside the plan that resolves them, and named here.
-__all__ = ["Filter", "StatisticsEngine", "StatsQuery", "StatsResult", "Where"]
+__all__ = ["UNAVAILABLE", "Filter", "StatisticsEngine", "StatsQuery", "StatsResult", "Where"]
+
+# What every surface says, in its own error shape, when this process does not hold the
+# event store (another process has the DuckDB file): docs/api-*-stats.md.
+UNAVAILABLE = "Statistics unavailable"
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from envoi.campaigns.models import Campaign
 from envoi.core.errors import Invalid
 from envoi.projects.models import Project
-from envoi.projects.services import address_allowed
+from envoi.statistics.auth import Caller
 from envoi.statistics.query import Filter, StatisticsEngine, StatsQuery
 
 # The seed's aggregation types → the dimensions they nest, outermost first.
@@ -57,15 +57,10 @@ MAX_TOKEN = 64  # Campaign.spooler_token's length: a longer string names no spoo
 
 
 @dataclass(frozen=True)
-class Spooler:
-    """The campaign a spooler token names, its project and the project's allowlist."""
+class Spooler(Caller):
+    """The campaign a spooler token names, with its project and the project's allowlist."""
 
     campaign_id: int
-    project_id: int
-    allowed_ips: tuple[str, ...]
-
-    def allows(self, client_host: str | None) -> bool:
-        return address_allowed(list(self.allowed_ips), client_host)
 
 
 def find_spooler(sessions: sessionmaker[Session], token: str) -> Spooler | None:
@@ -82,7 +77,7 @@ def find_spooler(sessions: sessionmaker[Session], token: str) -> Spooler | None:
         row = session.execute(query).one_or_none()
     if row is None:
         return None
-    return Spooler(row.id, row.project_id, tuple(row.allowed_ips or ()))
+    return Spooler(row.project_id, tuple(row.allowed_ips or ()), row.id)
 
 
 def parse_grouping(body: bytes) -> str:
