@@ -260,6 +260,7 @@ class DuckDBStore:
         except duckdb.IOException as exc:
             raise StoreUnavailable(busy_message(self.path, str(exc))) from None
         self._lock = threading.Lock()
+        self._closed = False
         self._writer = self._db.cursor()
         self._setup()
         # Batches mapped ahead by `stage_outbox`, in memory, SLOTS at most.
@@ -596,7 +597,11 @@ class DuckDBStore:
 
     def close(self) -> None:
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
             self._stager.close()
+            # Another store of this process may still use the file's shared instance.
             self._writer.execute(f"DETACH {self._stage_db}")
             self._writer.close()
             self._db.close()
