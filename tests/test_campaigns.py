@@ -63,8 +63,13 @@ AB_KEYS = REGULAR_KEYS | {
     "win_parameter",
     "test_planned_at",
     "main_planned_at",
+    "ab_phase",
+    "ab_main_at",
+    "ab_winner",
+    "ab_decided_at",
+    "ab_variants",
 }
-AUTOMATED_KEYS = COMMON_KEYS | {"active", "crontab", "run_from", "run_to"}
+AUTOMATED_KEYS = COMMON_KEYS | {"active", "trigger", "crontab", "run_from", "run_to"}
 
 
 def _api_source(project: ApiProject) -> int:

@@ -29,7 +29,7 @@ from envoi.spool.models import PENDING_STATES, SpoolEntry
 from envoi.spool.services import Claim, Result
 from envoi.testing.smtppeer import SmtpPeer
 from tests import transport_support as smtp
-from tests.campaign_support import LIST_CSV, make_email, regular_body
+from tests.campaign_support import LIST_CSV, audience, make_email, regular_body
 from tests.conftest import ApiProject, Backend
 
 T = TypeVar("T")
@@ -247,16 +247,33 @@ def test_language_and_address_come_from_the_profile(backend: Backend, project: A
     assert (event.profile_id, event.data["language"]) == (row.profile_id, "de")
 
 
-def test_ab_variants_are_dealt_round_robin(backend: Backend, project: ApiProject) -> None:
+def test_an_ab_test_spools_only_its_sample_dealt_evenly(
+    backend: Backend, project: ApiProject
+) -> None:
+    """The test phase spools ab_percent of the audience (4 of 7 at 50 %, rounded half
+    up), dealt evenly among the variants; the rest waits for the winner (tests of the
+    whole test: tests/test_ab_campaigns.py)."""
     email_a, email_b, email_c = (make_email(backend, project) for _ in range(3))
     csv = "email\n" + "".join(f"r{i}@example.com\n" for i in range(7))
-    campaign = start(project, email_a, csv, path="/ab-campaigns", ab_message_ids=[email_b, email_c])
-    build_all(backend, batch=2)  # the deal goes on across batches
+    campaign = start(
+        project,
+        email_a,
+        csv,
+        path="/ab-campaigns",
+        ab_message_ids=[email_b, email_c],
+        ab_percent=50,
+    )
+    build_all(backend, batch=2)  # the sample is spooled across batches
     rows = spool_rows(backend, campaign["id"])
-    assert [r.email_id for r in rows] == [email_a, email_b, email_c] * 2 + [email_a]
+    variants = [email_a, email_b, email_c]
+    drawn = {k: m.ab_variant for k, m in audience(backend, campaign["id"]).items()}
+    assert sorted(r.email_id for r in rows) == sorted([email_a, email_a, email_b, email_c])
+    assert {f"email:{r.recipient}": variants.index(r.email_id) for r in rows} == {
+        key: variant for key, variant in drawn.items() if variant is not None
+    }
     events = outbox(backend, campaign["id"])
-    assert events[1].data["message"] == f"L_{email_b}"
-    assert events[1].data["post_type"] == "B"
+    assert {e.data["message"] for e in events} == {f"L_{i}" for i in variants}
+    assert {e.data["post_type"] for e in events} == {"B"}
 
 
 def test_send_during_hours_spreads_rows_evenly(backend: Backend, project: ApiProject) -> None:

@@ -15,7 +15,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, status
 from starlette.types import Scope
 
-from envoi.campaigns import services
+from envoi.automation import api as automation_api
+from envoi.campaigns import abtests, services
 from envoi.campaigns.forms import body_reader, openapi_body
 from envoi.campaigns.models import Campaign
 from envoi.campaigns.schemas import (
@@ -87,8 +88,11 @@ _TYPED: dict[str, tuple[str, ...]] = {
         "win_parameter",
         "test_planned_at",
         "main_planned_at",
+        "ab_phase",
+        "ab_winner",
+        "ab_decided_at",
     ),
-    PostType.AUTOMATED: ("active", "crontab", "run_from", "run_to"),
+    PostType.AUTOMATED: ("active", "trigger", "crontab", "run_from", "run_to"),
 }
 
 
@@ -97,6 +101,9 @@ def _out(campaign: Campaign, view: dict[str, Any]) -> dict[str, Any]:
     # Defaults first: a key added to the config table later shows on older campaigns too.
     body["config"] = CampaignConfig().model_dump() | campaign.config
     body["audience"] = view["audience"]
+    if campaign.post_type == PostType.AB:
+        body["ab_variants"] = abtests.variants_view(campaign)
+        body["ab_main_at"] = abtests.main_start(campaign) if campaign.ab_phase else None
     if campaign.post_type != PostType.AUTOMATED:
         for name, stored in view["files"].items():
             body[name] = (
@@ -222,3 +229,6 @@ def _add_test_route(prefix: str, post_type: str, tag: str) -> None:
 for _prefix, _post_type, _tag in FAMILIES:
     _add_family(_prefix, _post_type, _tag)
     _add_test_route(_prefix, _post_type, _tag)
+
+# A triggered automated campaign's firings (docs/campaigns-automated.md).
+router.include_router(automation_api.router)

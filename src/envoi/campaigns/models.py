@@ -10,6 +10,7 @@ from sqlalchemy import (
     Boolean,
     ForeignKey,
     ForeignKeyConstraint,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -25,6 +26,7 @@ _SEND_ID = BigInteger().with_variant(Integer(), "sqlite")
 
 class Campaign(Base):
     __tablename__ = "campaigns"
+    __table_args__ = (Index("ix_campaigns_trigger_on", "project_id", "trigger_on"),)
 
     id: Mapped[intpk]
     project_id: Mapped[project_fk]
@@ -45,10 +47,21 @@ class Campaign(Base):
     win_parameter: Mapped[str | None] = mapped_column(String(1))
     test_planned_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     main_planned_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # A/B test progress (`core.abtests`, `campaigns.abtests`): the phase (None before the
+    # start, then test, then main), and once decided the winning email, when, and the
+    # figures of every variant it was decided on (frozen).
+    ab_phase: Mapped[str | None] = mapped_column(String(8))
+    ab_winner: Mapped[int | None] = mapped_column(Integer)
+    ab_decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    ab_figures: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
     active: Mapped[bool] = mapped_column(Boolean, default=False)
     crontab: Mapped[str | None] = mapped_column(String(200))
     run_from: Mapped[datetime | None] = mapped_column(UTCDateTime())
     run_to: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Event-driven automated campaigns (`automation`): the trigger as given, and what
+    # the write paths look it up by, `event:<name>` or `field:<name>` (None: crontab).
+    trigger: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    trigger_on: Mapped[str | None] = mapped_column(String(300))
     # draft -> planned | running -> paused -> ... -> finished; archived is final.
     state: Mapped[str] = mapped_column(String(16), default="draft")
     spooler_token: Mapped[str] = mapped_column(String(64), unique=True)
@@ -121,6 +134,9 @@ class AudienceMember(Base):
     params: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     # The CSV line it came from (None for segment and API sources).
     line: Mapped[int | None] = mapped_column(Integer)
+    # A/B campaigns: the variant (0 = message_id, then ab_message_ids) of a member drawn
+    # into the test sample; None for the rest, who get the winner (`campaigns.abtests`).
+    ab_variant: Mapped[int | None] = mapped_column(Integer)
 
 
 class OccurrenceStatus:

@@ -9,11 +9,16 @@ active one:
 2. starts planned campaigns whose time came (`spool.building.promote_planned`; the
    delivery workers then build their spools, `send_during_hours` spread included);
 3. for each running automated campaign with a crontab, claims the run that is due
-   and spools it, a batch per transaction, then finishes campaigns past `run_to`.
+   and spools it, a batch per transaction, then finishes campaigns past `run_to`;
+   before that, spools the due firings of event-driven ones (`automation.workers`).
 
 Which run is due: `core.schedules.Schedule` (UTC crontab times within run_from and
 run_to, after the campaign started and after its latest occurrence row; only the
 latest missed time runs after an outage, never a burst).
+
+A/B tests. Before the lease is looked at, every instance that holds the event store
+decides the A/B tests whose main time came (`campaigns.abtests`: exactly once by the
+campaign's row lock and phase, not by the lease).
 
 Exactly once. A run is claimed by inserting its `campaign_occurrences` row (unique
 per campaign and time) in the transaction that holds the campaign's row lock,
@@ -46,6 +51,8 @@ from sqlalchemy import exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from envoi.automation.workers import fire_due
+from envoi.campaigns.abtests import ABDecider, EventSource
 from envoi.campaigns.audience import build_audience
 from envoi.campaigns.leases import Lease
 from envoi.campaigns.models import Campaign, CampaignOccurrence, OccurrenceStatus
@@ -125,10 +132,12 @@ class Scheduler:
         lease_name: str = LEASE_NAME,
         build_batch: int = BUILD_BATCH,
         on_work: Callable[[], None] | None = None,
+        events: EventSource | None = None,
     ) -> None:
         """`clock` is the time schedules and the lease see (tests freeze it); `on_work`
         is called after a run was spooled or a campaign started (wakes the in-process
-        delivery worker)."""
+        delivery worker); `events` gives this process's event store, which A/B tests
+        are decided from (`campaigns.abtests`; None: this scheduler decides none)."""
         self.owner = owner or new_owner()
         self.metrics = SchedulerMetrics()
         self._sessions = sessions
@@ -144,6 +153,9 @@ class Scheduler:
         )
         self._batch = build_batch
         self._on_work = on_work
+        self.ab_tests = ABDecider(
+            sessions, events=events, clock=clock, owner=self.owner, on_decided=self._notify
+        )
         self._stopping = threading.Event()
         self._wakeup = threading.Event()
         self._thread: threading.Thread | None = None
@@ -200,15 +212,31 @@ class Scheduler:
     # -- one tick -----------------------------------------------------------------------
 
     def tick(self) -> bool:
-        """One pass; False when another instance holds the lease (nothing was done)."""
+        """One pass; False when another instance holds the lease (nothing was done but
+        A/B decisions, which need the event store this process may hold, not the lease)."""
+        self.ab_tests.decide_due()
         if not self.lease.held():
             return False
         self._start_planned()
+        self._fire_triggers()
         for automated in self._automated():
             if self._stopping.is_set() or not self.lease.held():
                 break
             self._run_automated(automated)
         return True
+
+    def _fire_triggers(self) -> None:
+        """Event-driven automated campaigns: due firings become spool rows (automation)."""
+        fired = fire_due(
+            self._sessions,
+            self._clock(),
+            batch=self._batch,
+            keep_going=lambda: not self._stopping.is_set() and self.lease.held(),
+        )
+        if fired.spooled or fired.skipped:
+            log.info("triggers fired", extra={"spooled": fired.spooled, "skipped": fired.skipped})
+        if fired.spooled:
+            self._notify()
 
     def _start_planned(self) -> None:
         with transaction(self._sessions) as session:

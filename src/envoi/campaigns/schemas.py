@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from envoi.automation.schemas import TriggerIn
+from envoi.automation.services import EVENT_SOURCE
 from envoi.campaigns.spec import KEEP, CampaignSpec, FileChange, PostType, UploadedFile
 from envoi.core.dataurl import DataURLError, parse_data_url
 from envoi.db.lookup import DB_INT_MAX
@@ -184,15 +186,30 @@ class ABCampaignIn(RegularCampaignIn):
 
 
 class AutomatedCampaignIn(_CampaignIn):
-    """`/api/v1/automated-campaigns`: runs on its crontab while active."""
+    """`/api/v1/automated-campaigns`: runs on its crontab, or on its trigger, while active.
 
-    # No uploaded lists: each run reads its segment or API source afresh.
-    source_type: Literal["S", "A"]
-    source_id: DbId
+    No uploaded lists: each run reads its segment or API source afresh. A triggered
+    campaign has no source (`E`: the profile its event names; `automation.services`)."""
+
+    # Widens the shared U/S/A: "E" (or left out) is a triggered campaign's, no source.
+    source_type: Literal["S", "A", "E"] | None = None  # type: ignore[assignment]
+    source_id: DbId | None = None
     active: bool = False
     crontab: Annotated[str, AfterValidator(_crontab)] | None = Field(None, max_length=200)
     run_from: UtcDateTime | None = None
     run_to: UtcDateTime | None = None
+    trigger: TriggerIn | None = None
+
+    @field_validator("trigger", mode="before")
+    @classmethod
+    def _trigger_as_json_text(cls, value: Any) -> Any:
+        # A multipart form field is text: accept the trigger as JSON text, as config.
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"trigger is not valid JSON: {exc.msg}") from None
+        return value
 
 
 CampaignIn = RegularCampaignIn | ABCampaignIn | AutomatedCampaignIn
@@ -225,6 +242,10 @@ def to_spec(body: CampaignIn, post_type: str, *, rewrite: bool = False) -> Campa
             | {
                 # `active: true` is the automated tables' way of saying start_immediately.
                 "start_immediately": body.start_immediately or body.active,
+                # Left out, it is the trigger's profile ("E"); without a trigger the
+                # services then ask for one of S or A (`automation.services`).
+                "source_type": body.source_type or EVENT_SOURCE,
+                "trigger": body.trigger.stored() if body.trigger is not None else None,
                 "crontab": body.crontab,
                 "run_from": body.run_from,
                 "run_to": body.run_to,
@@ -299,16 +320,39 @@ class RegularCampaignOut(_CampaignOut):
     additional_source_file: FileOut | None
 
 
+class ABVariantOut(BaseModel):
+    """One variant of an A/B test: its email and message key, how many recipients the
+    test drew for it, and (once decided; null before) its messages delivered, the
+    recipients who opened and who clicked (people, each once) and its win rate."""
+
+    email_id: int
+    message: str
+    sample: int
+    delivered: int | None
+    opened: int | None
+    clicked: int | None
+    rate: float | None
+    winner: bool
+
+
 class ABCampaignOut(RegularCampaignOut):
     ab_message_ids: list[int]
     ab_percent: int | None
     win_parameter: str | None
     test_planned_at: datetime | None
     main_planned_at: datetime | None
+    # null until started, then `test` (the sample is sent), then `main` (the winner
+    # goes to the rest): docs/campaigns-ab.md.
+    ab_phase: str | None
+    ab_main_at: datetime | None  # when the winner is (or was) decided
+    ab_winner: int | None  # the winning email id, once decided
+    ab_decided_at: datetime | None
+    ab_variants: list[ABVariantOut] | None
 
 
 class AutomatedCampaignOut(_CampaignOut):
     active: bool
+    trigger: dict[str, Any] | None  # docs/campaigns-automated.md
     crontab: str | None
     run_from: datetime | None
     run_to: datetime | None

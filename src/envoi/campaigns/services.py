@@ -13,6 +13,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from envoi.automation.services import check_automated
+from envoi.automation.triggers import Trigger
+from envoi.campaigns.abtests import draw_sample
 from envoi.campaigns.audience import build_audience
 from envoi.campaigns.files import delete_file, store_file, stored_files
 from envoi.campaigns.models import (
@@ -187,6 +190,9 @@ def _start(session: Session, campaign: Campaign, now: datetime) -> None:
     target = _target(campaign, Action.START, now)
     _check_startable(campaign)
     _enter(campaign, target)
+    if campaign.trigger is not None:
+        campaign.started_at = now
+        return  # no audience: each firing mails the profile it names (automation)
     summary = build_audience(session, campaign, now)
     campaign.started_at = now
     if summary["accepted"] == 0 and campaign.post_type != PostType.AUTOMATED:
@@ -194,6 +200,8 @@ def _start(session: Session, campaign: Campaign, now: datetime) -> None:
         # (the rejected lines) for the client to read. An automated campaign stays
         # active: its next run reads its source again.
         campaign.state = State.FINISHED.value
+    elif campaign.post_type == PostType.AB:
+        draw_sample(session, campaign)  # the test's recipients, drawn once (abtests)
 
 
 def _check_startable(campaign: Campaign) -> None:
@@ -239,6 +247,8 @@ def _assign(campaign: Campaign, spec: CampaignSpec) -> None:
     campaign.crontab = spec.crontab
     campaign.run_from = spec.run_from
     campaign.run_to = spec.run_to
+    campaign.trigger = spec.trigger
+    campaign.trigger_on = Trigger.of(spec.trigger).key if spec.trigger else None
     campaign.active = False
 
 
@@ -261,7 +271,9 @@ def _check_spec(session: Session, project_id: int, spec: CampaignSpec, stored: s
     _check_email(session, project_id, spec.message_id, ("body", "message_id"))
     if spec.post_type == PostType.AB:
         _check_variants(session, project_id, spec)
-    _check_source(session, project_id, spec, stored)
+    triggered = spec.post_type == PostType.AUTOMATED and check_automated(session, project_id, spec)
+    if not triggered:
+        _check_source(session, project_id, spec, stored)
     for kind, change in (
         (FileKind.SOURCE, spec.source_file),
         (FileKind.ADDITIONAL, spec.additional_file),

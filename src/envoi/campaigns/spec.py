@@ -81,3 +81,5 @@ class CampaignSpec:
     crontab: str | None = None
     run_from: datetime | None = None
     run_to: datetime | None = None
+    # An automated campaign's trigger (`automation.schemas.TriggerIn.stored`), or None.
+    trigger: dict[str, Any] | None = None

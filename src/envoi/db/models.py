@@ -1,5 +1,6 @@
 """Every model, imported in one place so Alembic and tests see the whole metadata."""
 
+from envoi.automation.models import CampaignTrigger
 from envoi.campaigns.models import (
     AudienceMember,
     Campaign,
@@ -30,6 +31,7 @@ __all__ = [
     "Campaign",
     "CampaignFile",
     "CampaignOccurrence",
+    "CampaignTrigger",
     "CapturedMessage",
     "Category",
     "DkimKey",

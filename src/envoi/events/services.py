@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from envoi.automation.enqueue import event_fired
 from envoi.core.errors import Invalid
 from envoi.core.identity import Identity
 from envoi.events.models import ApiEvent
@@ -42,6 +43,7 @@ def record_event(session: Session, project_id: int, name: str, payload: dict[str
     event = ApiEvent(project_id=project_id, profile_id=profile.id, name=name, payload=payload)
     session.add(event)
     session.flush()
+    event_fired(session, event)  # automated campaigns it triggers: queued, not sent
     return event
 
 

@@ -34,6 +34,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
+from envoi.automation.enqueue import watch_fields
 from envoi.categories.models import Category
 from envoi.core.errors import Conflict, Invalid
 from envoi.core.fieldtypes import iso_utc
@@ -169,6 +170,8 @@ def _apply(
     new = sorted(
         (changes[i] for i in applied if targets[i] is None), key=lambda c: _sort_key(c.identity)
     )
+    # Automated campaigns triggered by a field compare with the values before the write.
+    watch = watch_fields(session, project_id, [profile for profile, _ in updated])
     for profile, change in updated:
         writing.update_profile(profile, change)
     session.flush()
@@ -178,6 +181,7 @@ def _apply(
         [(profile.id, change) for profile, change in updated]
         + list(zip(new_ids, new, strict=True)),
     )
+    watch.fire(session, updated, zip(new_ids, new, strict=True))
     lift_erasures(session, project_id, [changes[i].identity for i in applied])
     return errors
 

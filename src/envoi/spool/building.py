@@ -8,9 +8,11 @@ together). Every member becomes exactly one row: `queued`, or `blocked` /
 an earlier member of the campaign has its address (`spool.duplicates`).
 `audience_summary["spooled"]` counts the members spooled so far: it is each member's
 index in the audience, which spreads `send_during_hours` evenly (`not_before = start
-+ index / accepted * hours`) and deals A/B variants round-robin (`[message_id] +
-ab_message_ids`, by index; the scheduler issue refines this into test and main
-phases). Automated campaigns are not spooled here: their runs belong to the scheduler.
++ index / accepted * hours`). An A/B campaign is built in two phases
+(`campaigns.abtests`): in `test` only the members drawn into the sample, each with its
+variant's email; in `main`, once the winner is decided, the rest with the winner's
+(each phase spreads over its own members). Automated campaigns are not spooled here:
+their runs belong to the scheduler.
 
 `Dimensions` is what every outbox event of a campaign's message says about it; the
 events written when rows are recorded (`spool.recording`) use it too.
@@ -28,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from envoi.campaigns.models import AudienceMember, Campaign
 from envoi.campaigns.spec import PostType
+from envoi.core.abtests import Phase
 from envoi.core.campaign_states import Action, State, next_state
 from envoi.emails.models import Email
 from envoi.profiles.batching import custom_plans
@@ -174,10 +177,12 @@ def build_batch(
             AudienceMember.email,
             AudienceMember.params,
             AudienceMember.recipient_key,
+            AudienceMember.ab_variant,
         )
         .where(
             AudienceMember.campaign_id == campaign.id,
             AudienceMember.id > (campaign.spool_cursor or 0),
+            *_phase_members(campaign),
         )
         .order_by(AudienceMember.id)
         .limit(batch)
@@ -219,11 +224,15 @@ def _spool(
     summary = dict(campaign.audience_summary or {})
     first_index = int(summary.get("spooled") or 0)
     variants = _variants(session, campaign)
+    sampled = campaign.post_type == PostType.AB and campaign.ab_phase == Phase.TEST
     profiles = _profiles(session, campaign.project_id, members)
     candidates = []
     chosen = []
     for offset, member in enumerate(members):
-        variant = variants[(first_index + offset) % len(variants)]
+        if sampled and member.ab_variant is not None and member.ab_variant < len(variants):
+            variant = variants[member.ab_variant]  # drawn into the test (campaigns.abtests)
+        else:
+            variant = variants[(first_index + offset) % len(variants)]
         profile = profiles.get(member.profile_id) if member.profile_id else None
         address = member.email or (profile.email if profile is not None else None)
         candidates.append(
@@ -249,7 +258,8 @@ def _spool(
         skipped = kept.count(False)
         summary["already_received"] = int(summary.get("already_received") or 0) + skipped
     start = _send_start(campaign, now)
-    spread = _spread(campaign, int(summary.get("accepted") or 0))
+    phase_first, phase_total = _phase_span(campaign, int(summary.get("accepted") or 0))
+    spread = _spread(campaign, phase_total)
     rows = []
     spooled = []
     for offset, (member, candidate, verdict, variant, keep) in enumerate(
@@ -258,7 +268,7 @@ def _spool(
         if not keep:
             continue
         spooled.append((member, verdict))
-        not_before = start + spread(first_index + offset)
+        not_before = start + spread(first_index - phase_first + offset)
         if verdict.not_before is not None:
             not_before = max(not_before, verdict.not_before)
         profile = profiles.get(member.profile_id) if member.profile_id else None
@@ -353,9 +363,32 @@ def _mailed_runs(
     return {address: (first, last) for address, first, last in session.execute(query) if address}
 
 
+def _phase_members(campaign: Campaign) -> tuple[Any, ...]:
+    """Which audience members this phase of an A/B campaign spools: the test's sample,
+    then the rest (a campaign started before A/B phases existed: everyone)."""
+    if campaign.post_type != PostType.AB or campaign.ab_phase is None:
+        return ()
+    if campaign.ab_phase == Phase.TEST:
+        return (AudienceMember.ab_variant.is_not(None),)
+    return (AudienceMember.ab_variant.is_(None),)
+
+
+def _phase_span(campaign: Campaign, accepted: int) -> tuple[int, int]:
+    """(members spooled before this phase, members this phase spools): what
+    `send_during_hours` spreads over; the whole audience outside A/B phases."""
+    if campaign.post_type != PostType.AB or campaign.ab_phase is None:
+        return 0, accepted
+    sample = sum(int(n) for n in (campaign.audience_summary or {}).get("ab_sample") or [])
+    if campaign.ab_phase == Phase.TEST:
+        return 0, sample
+    return sample, max(accepted - sample, 0)
+
+
 def _variants(session: Session, campaign: Campaign) -> list[_Variant]:
     wanted = [campaign.message_id]
-    if campaign.post_type == PostType.AB:
+    if campaign.post_type == PostType.AB and campaign.ab_phase == Phase.MAIN:
+        wanted = [campaign.ab_winner or campaign.message_id]  # the rest get the winner
+    elif campaign.post_type == PostType.AB:
         wanted += [i for i in campaign.ab_message_ids if i not in wanted]
     rows = session.execute(
         select(Email.id, Email.category_id, Email.is_urgent).where(
@@ -391,6 +424,8 @@ def _send_start(campaign: Campaign, now: datetime) -> datetime:
     planned = campaign.planned_at
     if campaign.post_type == PostType.AB:
         planned = campaign.test_planned_at or campaign.planned_at
+        if campaign.ab_phase == Phase.MAIN:
+            planned = campaign.ab_decided_at or planned
     times = [t for t in (campaign.started_at, planned) if t is not None]
     return max(times) if times else now
 

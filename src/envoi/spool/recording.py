@@ -106,6 +106,8 @@ def finish_campaigns(session: Session, now: datetime) -> list[int]:  # noqa: ARG
             Campaign.state == State.RUNNING.value,
             Campaign.spool_built_at.is_not(None),
             Campaign.post_type != PostType.AUTOMATED,
+            # An A/B test's sample sent is not the end: the winner's send is to come.
+            Campaign.ab_phase.is_distinct_from("test"),
             ~pending,
         )
         .order_by(Campaign.id)

@@ -24,7 +24,7 @@ from envoi.emails.api import assets_router
 from envoi.emails.api import router as emails_router
 from envoi.events.api import router as events_router
 from envoi.eventstore.duckdb import open_store
-from envoi.eventstore.interfaces import StoreUnavailable
+from envoi.eventstore.interfaces import EventStore, StoreUnavailable
 from envoi.eventstore.projector import Projector
 from envoi.eventstore.providers import ProviderDirectory
 from envoi.profiles.api import fields_router
@@ -83,6 +83,11 @@ def start_projector(
     return projector
 
 
+def _event_store(app: FastAPI) -> EventStore | None:
+    store: EventStore | None = app.state.event_store
+    return store
+
+
 def create_app(  # noqa: PLR0915 - the composition root: a few statements per service
     settings: Settings,
     engine: Engine | None = None,
@@ -94,8 +99,15 @@ def create_app(  # noqa: PLR0915 - the composition root: a few statements per se
     sessions = make_sessionmaker(engine)
     segment_generator = SegmentGenerator(sessions)
     delivery = DeliveryService(settings, sessions) if settings.deliver_in_process else None
+    app: FastAPI  # built below; the scheduler reads its event store once it runs
     scheduler = (
-        Scheduler.from_settings(settings, sessions, on_work=delivery.wake if delivery else None)
+        Scheduler.from_settings(
+            settings,
+            sessions,
+            on_work=delivery.wake if delivery else None,
+            # A/B tests are decided from the event store the lifespan opens.
+            events=lambda: _event_store(app),
+        )
         if settings.scheduler_in_process
         else None
     )

@@ -1,0 +1,1 @@
+"""envoi.automation: automated campaigns fired by API events and profile changes."""
