@@ -376,6 +376,20 @@ def test_the_winner_by_real_clicks_goes_to_the_rest_of_the_audience(
             "sum_clicked_unique": 2,
         },
     ]
+    # The native metrics API's `variant` dimension: the same, and null for the messages
+    # of other campaigns (none here).
+    end = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    start = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    body = {"start": start, "end": end, "dimensions": ["variant"], "metrics": ["delivered"]}
+    answer = client.post(
+        "/metrics", json=body | {"filter": {"field": "post", "op": "eq", "value": f"B_{cid}"}}
+    )
+    assert answer.status_code == 200, answer.text
+    assert [(row["variant"], row["delivered"]) for row in answer.json()["rows"]] == [
+        (f"L_{emails['A']}", 2),
+        (f"L_{emails['B']}", 2),
+        (f"L_{emails['C']}", 8),
+    ]
 
 
 def build_all(served: Served, now: datetime) -> None:

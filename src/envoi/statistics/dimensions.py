@@ -5,7 +5,8 @@ Seed 002's grouping fields keep their names; the time parts among them (`year` .
 API's precisions: the start of the minute, 5 or 15 minutes, hour, day, week (Monday),
 month, quarter or year an event falls in, in the query's time zone. The others are
 the event table's columns (`eventstore.schema`), `tag` one group per tag of the
-event, and `human` whether a person (not a machine) made the hit.
+event, `human` whether a person (not a machine) made the hit, and `variant` the
+email of an A/B campaign's message.
 """
 
 from __future__ import annotations
@@ -74,6 +75,14 @@ COLUMNS: tuple[Dimension, ...] = (
     _column("city_name", "the city of the hit's address", seeds=S002),
     _column("machine", "the machine flag of a hit (apple_mpp, prefetch, scanner, bot, head)"),
     Dimension("human", "a hit by a person: no machine flag", "machine IS NULL", "bool"),
+    # An A/B variant is an email of its own (docs/campaigns-ab.md): `message` groups by
+    # it too; `variant` leaves the messages of other campaigns out (null).
+    Dimension(
+        "variant",
+        "an A/B campaign's variant: the email sent, `L_34`; null outside A/B campaigns",
+        "CASE WHEN post_type = 'B' THEN message END",
+        "str",
+    ),
     _column("method", "unsubscribe: one-click, page or mailto"),
     _column("goal", "goal: its name"),
 )
