@@ -88,7 +88,36 @@ def _event_store(app: FastAPI) -> EventStore | None:
     return store
 
 
-def create_app(  # noqa: PLR0915 - the composition root: a few statements per service
+def _mount(app: FastAPI) -> None:
+    """Every router of the HTTP surfaces: the native API, the compatible ones at their
+    seeds' own paths, the public assets and the web UI."""
+    app.include_router(health_router)
+    for router in (
+        categories_router,
+        emails_router,
+        fields_router,
+        users_router,
+        segments_router,
+        campaigns_router,
+        sources_router,
+        events_router,
+        routers_router,
+        quarantine_router,
+        sends_router,  # POST /api/v1/send, GET /api/v1/send/{id}
+        stats_reports_router,  # seed 002's report builder: GET /api/v1/stats
+        stats_metrics_router,  # the native metrics API: /api/v1/metrics...
+    ):
+        app.include_router(router, prefix="/api/v1")
+    app.include_router(assets_router)
+    # The compatible statistics surfaces, at their seeds' own paths.
+    app.include_router(stats_jsonrpc_router)  # seed 001: POST /api/1.5/
+    app.include_router(stats_tags_router)  # seed 004: GET /v1/stats/{tag}
+    app.include_router(stats_spooler_router)  # seed 000: POST /api/3.0/statistics/spooler/...
+    app.include_router(stats_sendstatistics_router)  # seed 003: GET /mailer/sendstatistics
+    app.include_router(ui_router)  # the web UI: /ui/...
+
+
+def create_app(
     settings: Settings,
     engine: Engine | None = None,
     registries: Sequence[CollectorRegistry] = (),
@@ -177,30 +206,7 @@ def create_app(  # noqa: PLR0915 - the composition root: a few statements per se
     app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY_BYTES, exempt=is_campaign_write)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics)
     app.add_route("/metrics", metrics.render, include_in_schema=False)
-    app.include_router(health_router)
-    for router in (
-        categories_router,
-        emails_router,
-        fields_router,
-        users_router,
-        segments_router,
-        campaigns_router,
-        sources_router,
-        events_router,
-        routers_router,
-        quarantine_router,
-        sends_router,  # POST /api/v1/send, GET /api/v1/send/{id}
-        stats_reports_router,  # seed 002's report builder: GET /api/v1/stats
-        stats_metrics_router,  # the native metrics API: /api/v1/metrics...
-    ):
-        app.include_router(router, prefix="/api/v1")
-    app.include_router(assets_router)
-    # The compatible statistics surfaces, at their seeds' own paths.
-    app.include_router(stats_jsonrpc_router)  # seed 001: POST /api/1.5/
-    app.include_router(stats_tags_router)  # seed 004: GET /v1/stats/{tag}
-    app.include_router(stats_spooler_router)  # seed 000: POST /api/3.0/statistics/spooler/...
-    app.include_router(stats_sendstatistics_router)  # seed 003: GET /mailer/sendstatistics
-    app.include_router(ui_router)  # the web UI: /ui/...
+    _mount(app)
     # Last, so outermost: tracking hits (`/t/...`) are answered before any other
     # middleware or FastAPI's routing runs (`tracking.api`).
     app.add_middleware(TrackingMiddleware, tracking=tracking)
