@@ -45,9 +45,9 @@ from envoi.emails.models import Email
 from envoi.profiles.fields import declared_types
 from envoi.profiles.models import Profile
 from envoi.segments.compiler import compile_condition
-from envoi.spool.building import Dimensions
+from envoi.spool.building import Dimensions, spool_event, spool_row
 from envoi.spool.bulk import OUTBOX, SPOOL, bulk_insert
-from envoi.spool.checks import Candidate, Policy, Verdict, check_batch
+from envoi.spool.checks import Candidate, Policy, check_batch
 
 log = logging.getLogger("envoi.automation")
 
@@ -230,13 +230,15 @@ def _spool(
     policy = Policy.from_config(campaign.config or {})
     verdicts = check_batch(session, campaign.project_id, candidates, policy, now)
     spool_rows = [
-        _spool_row(
+        spool_row(
             campaign,
-            email.id,
-            row,
+            email_id=email.id,
+            profile_id=row.profile_id,
+            params=template_params(row.payload or {}),
             candidate=candidate,
             verdict=verdict,
-            profiles=profiles,
+            language=_language(profiles.get(row.profile_id)),
+            not_before=max(now, verdict.not_before) if verdict.not_before else now,
             now=now,
         )
         for row, candidate, verdict in zip(rows, candidates, verdicts, strict=True)
@@ -244,8 +246,8 @@ def _spool(
     send_ids = bulk_insert(session, SPOOL, spool_rows, return_ids=True)
     dimensions = Dimensions.of(campaign)
     events = [
-        _event(dimensions, spool_row, send_id, verdict, now)
-        for spool_row, send_id, verdict in zip(spool_rows, send_ids, verdicts, strict=True)
+        spool_event(dimensions, row=entry, send_id=send_id, verdict=verdict, now=now)
+        for entry, send_id, verdict in zip(spool_rows, send_ids, verdicts, strict=True)
     ]
     bulk_insert(session, OUTBOX, events)
     for row, send_id in zip(rows, send_ids, strict=True):
@@ -259,58 +261,5 @@ def template_params(payload: dict[str, Any]) -> dict[str, Any]:
     return {**payload, "event": dict(payload)}
 
 
-def _spool_row(
-    campaign: Campaign,
-    email_id: int,
-    row: CampaignTrigger,
-    *,
-    candidate: Candidate,
-    verdict: Verdict,
-    profiles: dict[int, Any],
-    now: datetime,
-) -> dict[str, Any]:
-    raw = (candidate.address or "").strip()
-    recipient = verdict.address or (raw[:320] or None)
-    domain = verdict.domain or (raw.rpartition("@")[2].lower()[:255] if "@" in raw else None)
-    profile = profiles.get(row.profile_id)
-    return {
-        "project_id": campaign.project_id,
-        "campaign_id": campaign.id,
-        "email_id": email_id,
-        "profile_id": row.profile_id,
-        "recipient": recipient,
-        "domain": domain or None,
-        "params": template_params(row.payload or {}),
-        "priority": campaign.priority,
-        "state": verdict.state,
-        "reason": verdict.reason,
-        "not_before": max(now, verdict.not_before) if verdict.not_before else now,
-        "attempts": 0,
-        "uncertain": False,
-        "language": profile.language if profile is not None else None,
-        "updated_at": now,
-    }
-
-
-def _event(
-    dimensions: Dimensions,
-    row: dict[str, Any],
-    send_id: int,
-    verdict: Verdict,
-    now: datetime,
-) -> dict[str, Any]:
-    data = dimensions.data(row["email_id"], row["domain"], row["language"], send_id)
-    if verdict.reason is not None:
-        data["reason"] = verdict.reason
-    if verdict.not_before is not None:
-        data["delayed_by"] = "sent_quarantine"
-    return {
-        "project_id": row["project_id"],
-        "kind": verdict.state,  # queued, blocked or quarantined
-        "occurred_at": now,
-        "campaign_id": row["campaign_id"],
-        "email_id": row["email_id"],
-        "profile_id": row["profile_id"],
-        "recipient": row["recipient"],
-        "data": data,
-    }
+def _language(profile: Any | None) -> str | None:
+    return profile.language if profile is not None else None

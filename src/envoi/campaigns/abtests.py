@@ -41,6 +41,7 @@ from envoi.campaigns.models import AudienceMember, Campaign
 from envoi.campaigns.spec import PostType
 from envoi.core import abtests as rules
 from envoi.core.campaign_states import State
+from envoi.db.base import as_utc
 from envoi.db.session import transaction
 from envoi.eventstore.interfaces import EventStore
 from envoi.outbox.models import OutboxEvent
@@ -64,14 +65,14 @@ def variant_ids(campaign: Campaign) -> list[int]:
 def ab_test_start(campaign: Campaign) -> datetime:
     """When the test began sending: its planned time, or the start if later."""
     planned = campaign.test_planned_at or campaign.planned_at
-    times = [_utc(t) for t in (campaign.started_at, planned) if t is not None]
+    times = [as_utc(t) for t in (campaign.started_at, planned) if t is not None]
     return max(times) if times else datetime.now(UTC)
 
 
 def main_start(campaign: Campaign) -> datetime:
     """When the winner is decided: main_planned_at, or the default after the test."""
     planned = campaign.main_planned_at
-    return rules.main_start(ab_test_start(campaign), _utc(planned) if planned else None)
+    return rules.main_start(ab_test_start(campaign), as_utc(planned) if planned else None)
 
 
 # --- the test: drawn at the start ------------------------------------------------------------
@@ -297,8 +298,3 @@ class ABDecider:
             "A/B test due but not decided",
             extra={"campaign_id": campaign_id, "reason": why, "owner": self._owner},
         )
-
-
-def _utc(value: datetime) -> datetime:
-    """A stored datetime, aware UTC whatever the backend returned."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

@@ -43,7 +43,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -61,7 +61,7 @@ from envoi.config import Settings
 from envoi.core.campaign_states import Action, State
 from envoi.core.errors import EnvoiError
 from envoi.core.schedules import Schedule
-from envoi.db.base import utcnow
+from envoi.db.base import as_utc, utcnow
 from envoi.db.session import make_engine, make_sessionmaker, transaction
 from envoi.spool.building import Occurrence, advance, build_batch, promote_planned
 from envoi.spool.models import PENDING_STATES, SpoolEntry
@@ -487,10 +487,8 @@ def _building(session: Session, campaign_id: int) -> bool:
 
 
 def _aware(value: datetime | None) -> datetime | None:
-    """An aggregate's datetime, aware UTC whatever the backend returned."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
+    """An aggregate's datetime (None when there is no row)."""
+    return None if value is None else as_utc(value)
 
 
 @contextmanager

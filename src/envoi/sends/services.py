@@ -26,7 +26,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -37,6 +37,7 @@ from envoi.campaigns.models import Campaign
 from envoi.campaigns.services import get_campaign
 from envoi.core.errors import Invalid, NotFound
 from envoi.core.identity import IdentityError, normalize_email
+from envoi.db.base import as_utc
 from envoi.db.lookup import get_owned
 from envoi.emails.models import Email
 from envoi.eventstore.interfaces import EventStore
@@ -481,11 +482,7 @@ def _events(session: Session, store: EventStore, row: SpoolEntry) -> list[dict[s
 
 def _event(event_id: int, kind: str, at: datetime, details: dict[str, Any]) -> dict[str, Any]:
     data = {name: details[name] for name in EVENT_DETAILS if details.get(name) is not None}
-    return {"id": event_id, "kind": kind, "occurred_at": _aware(at), "data": data}
-
-
-def _aware(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+    return {"id": event_id, "kind": kind, "occurred_at": as_utc(at), "data": data}
 
 
 def _naive(value: datetime) -> datetime:

@@ -273,13 +273,14 @@ def _spool(
             not_before = max(not_before, verdict.not_before)
         profile = profiles.get(member.profile_id) if member.profile_id else None
         rows.append(
-            _spool_row(
+            spool_row(
                 campaign,
-                member=member,
+                email_id=variant.email_id,
+                profile_id=member.profile_id,
+                params=dict(member.params or {}),
                 candidate=candidate,
                 verdict=verdict,
-                variant=variant,
-                profile=profile,
+                language=profile.language if profile is not None else None,
                 not_before=not_before,
                 now=now,
             )
@@ -287,7 +288,7 @@ def _spool(
     ids = bulk_insert(session, SPOOL, rows, return_ids=True)
     dimensions = Dimensions.of(campaign)
     events = [
-        _spool_event(
+        spool_event(
             dimensions, row=row, send_id=send_id, verdict=verdict, key=member.recipient_key, now=now
         )
         for row, send_id, (member, verdict) in zip(rows, ids, spooled, strict=True)
@@ -439,29 +440,31 @@ def _spread(campaign: Campaign, total: int) -> Callable[[int], timedelta]:
     return lambda index: window * (min(index, total - 1) / total)
 
 
-def _spool_row(
+def spool_row(
     campaign: Campaign,
     *,
-    member: AnyRow,
+    email_id: int,
+    profile_id: int | None,
+    params: dict[str, Any],
     candidate: Candidate,
     verdict: Verdict,
-    variant: _Variant,
-    profile: Any | None,
+    language: str | None,
     not_before: datetime,
     now: datetime,
 ) -> dict[str, Any]:
+    """A campaign's spool row for one checked recipient (a member of its audience, or
+    a trigger's firing: `automation.workers`)."""
     raw = (candidate.address or "").strip()
     recipient = verdict.address or (raw[:320] or None)
     domain = verdict.domain or (raw.rpartition("@")[2].lower()[:255] if "@" in raw else None)
-    language = profile.language if profile is not None else None
     return {
         "project_id": campaign.project_id,
         "campaign_id": campaign.id,
-        "email_id": variant.email_id,
-        "profile_id": member.profile_id,
+        "email_id": email_id,
+        "profile_id": profile_id,
         "recipient": recipient,
         "domain": domain or None,
-        "params": dict(member.params or {}),
+        "params": params,
         "priority": campaign.priority,
         "state": verdict.state,
         "reason": verdict.reason,
@@ -473,16 +476,17 @@ def _spool_row(
     }
 
 
-def _spool_event(
+def spool_event(
     dimensions: Dimensions,
     *,
     row: dict[str, Any],
     send_id: int,
     verdict: Verdict,
-    key: str,
     now: datetime,
+    key: str | None = None,
 ) -> dict[str, Any]:
-    """The row's event; without an address it names the person by audience key."""
+    """The row's outbox event; without an address it names the person by audience
+    `key` (when there is one)."""
     data = dimensions.data(row["email_id"], row["domain"], row["language"], send_id)
     if verdict.reason is not None:
         data["reason"] = verdict.reason
@@ -495,6 +499,6 @@ def _spool_event(
         "campaign_id": row["campaign_id"],
         "email_id": row["email_id"],
         "profile_id": row["profile_id"],
-        "recipient": row["recipient"] or (key if len(key) <= 320 else None),
+        "recipient": row["recipient"] or (key if key and len(key) <= 320 else None),
         "data": data,
     }
