@@ -354,7 +354,10 @@ class DuckDBStore:
                 expected += chunk.size
         joined.flush()
         rows.flush()
-        batch = f"({split_sql(names.joined)} UNION ALL SELECT * FROM {names.rows})"  # noqa: S608
+        # Split into a table first: splitting runs on one thread (the joined rows fit
+        # in one row group), the mapping below then runs on all of DuckDB's.
+        s.execute(f"INSERT INTO {names.rows} {split_sql(names.joined)}")
+        batch = names.rows
         erasures: list[Erasure] = []
         if erasing:  # rare: read the batch's erasures out
             found = s.execute(
